@@ -1,0 +1,450 @@
+"""Native LLaDA backbone: loads the published ``GSAI-ML/LLaDA-8B-*`` weights without remote code.
+
+LLaDA is a bidirectional Llama-3-style transformer trained as a masked diffusion model. The
+module tree below reproduces the published state-dict keys exactly
+(``model.transformer.wte.weight``, ``model.transformer.blocks.{i}.q_proj.weight``, ...,
+``model.transformer.ff_out.weight``), so published checkpoints load with no renaming.
+
+Additions over the published model, both off by default so the model *is* LLaDA:
+- an optional boolean key-padding mask (``attention_mask``), so padded batches equal rows run alone;
+- an optional per-block AdaLN modulation (``block_modulation``) applied to the outputs of
+  ``attn_norm`` and ``ff_norm``, passed as an argument (no forward hooks) so it survives activation
+  checkpointing. FlexMDM uses it for time conditioning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+SUPPORTED_BLOCK_TYPES = ("llama",)
+SUPPORTED_ACTIVATIONS = ("silu",)
+SUPPORTED_NORMS = ("rms",)
+# Published-config switches this implementation does not implement; each must hold the value shown.
+_UNSUPPORTED_FEATURES = {
+    "alibi": False,
+    "include_bias": False,
+    "include_qkv_bias": False,
+    "weight_tying": False,
+    "scale_logits": False,
+    "attention_layer_norm": False,
+    "input_emb_norm": False,
+    "multi_query_attention": None,
+}
+
+
+class LLaDAConfig(PreTrainedConfig):
+    """Configuration of a LLaDA backbone, with the field names of the published ``config.json``.
+
+    The original config class defaults dropouts to 0.1; here they default to 0.0 as in the released
+    checkpoints. Unknown published fields (``init_fn``, ``precision``, ...) are kept as attributes.
+    """
+
+    model_type = "llada"
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_hidden_layers": "n_layers",
+        "num_attention_heads": "n_heads",
+        "num_key_value_heads": "n_kv_heads",
+        "intermediate_size": "mlp_hidden_size",
+        "max_position_embeddings": "max_sequence_length",
+    }
+
+    d_model: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None
+    mlp_hidden_size: int | None = 12288
+    mlp_ratio: int | float = 4
+    vocab_size: int = 126464
+    embedding_size: int | None = 126464
+    max_sequence_length: int = 4096
+    rope: bool = True
+    rope_theta: int | float = 500000.0
+    block_type: str = "llama"
+    activation_type: str = "silu"
+    layer_norm_type: str = "rms"
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    init_std: float = 0.02
+    mask_token_id: int | None = 126336
+    pad_token_id: int | None = 126081
+    eos_token_id: int | None = 126081
+    bos_token_id: int | None = None
+    use_cache: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.mlp_hidden_size is None:
+            self.mlp_hidden_size = int(self.mlp_ratio * self.d_model)
+        if self.embedding_size is None:
+            self.embedding_size = self.vocab_size
+        super().__post_init__(**kwargs)
+        self._check_supported()
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def _check_supported(self) -> None:
+        if self.block_type not in SUPPORTED_BLOCK_TYPES:
+            raise ValueError(
+                f"LLaDAConfig.block_type={self.block_type!r} is not supported; only {SUPPORTED_BLOCK_TYPES} "
+                "(the block of the released LLaDA-8B checkpoints) is implemented."
+            )
+        if self.activation_type not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"LLaDAConfig.activation_type={self.activation_type!r} is not supported; use one of "
+                f"{SUPPORTED_ACTIVATIONS} (SwiGLU with ff_proj as the gate)."
+            )
+        if self.layer_norm_type not in SUPPORTED_NORMS:
+            raise ValueError(
+                f"LLaDAConfig.layer_norm_type={self.layer_norm_type!r} is not supported; use {SUPPORTED_NORMS}."
+            )
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick n_heads that divides it."
+            )
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}.")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings.")
+        if not self.rope:
+            raise ValueError(
+                "LLaDAConfig.rope=False is not supported: LLaDA uses rotary position embeddings."
+            )
+        if self.embedding_size < self.vocab_size:
+            raise ValueError(f"embedding_size={self.embedding_size} must be >= vocab_size={self.vocab_size}.")
+        for name, required in _UNSUPPORTED_FEATURES.items():
+            value = getattr(self, name, required)
+            if value not in (required, None) or (required is False and value):
+                raise ValueError(
+                    f"LLaDAConfig.{name}={value!r} is not supported by this implementation (expected {required!r})."
+                )
+
+
+@dataclass
+class LLaDAOutput(ModelOutput):
+    """Output of :class:`LLaDAModelLM`.
+
+    logits: ``[B, L, V]`` token logits, or ``None`` when ``compute_logits=False``.
+    last_hidden_state: ``[B, L, d]`` final hidden state after ``ln_f``.
+    """
+
+    logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back to the input dtype, then scaled (weight only, no bias)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rotary_cos_sin(
+    seq_len: int, head_dim: int, theta: float, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """fp32 rotary tables, rotate-half layout. Returns cos, sin: ``[L, head_dim]``."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[B, H, L, hd]`` in fp32 and cast back to its dtype."""
+    x32 = x.float()
+    half = x32.shape[-1] // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+def eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention. q: ``[B, H, L, hd]``, k/v: ``[B, Hkv, L, hd]``, boolean mask ``[B, 1, 1|L, L]``.
+
+    Returns the output ``[B, L, H, hd]`` and the weights ``[B, H, L, L]``.
+    """
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        # finfo.min, not -inf: a fully masked row stays finite instead of NaN.
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """One pre-norm LLaDA block; attribute names match the published keys (``blocks.{i}.q_proj`` ...)."""
+
+    is_causal = False
+
+    def __init__(self, config: LLaDAConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.n_heads // config.n_kv_heads
+        self.scaling = self.head_dim**-0.5
+        d, kv = config.d_model, config.n_kv_heads * config.head_dim
+        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, kv, bias=False)
+        self.v_proj = nn.Linear(d, kv, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate (SiLU branch)
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)  # down projection
+        self.residual_dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        modulation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """hidden_states ``[B, L, d]``; attention_mask boolean ``[B, 1, 1|L, L]``;
+        modulation ``[B, 4, d]`` = (attn scale, attn shift, ff scale, ff shift). Returns ``[B, L, d]``."""
+        batch, length, _ = hidden_states.shape
+        h = self.attn_norm(hidden_states)
+        if modulation is not None:
+            h = h * (1 + modulation[:, 0, None]) + modulation[:, 1, None]
+        q = self.q_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention
+        )
+        attn, _ = attention(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        hidden_states = hidden_states + self.residual_dropout(self.attn_out(attn.reshape(batch, length, -1)))
+
+        h = self.ff_norm(hidden_states)
+        if modulation is not None:
+            h = h * (1 + modulation[:, 2, None]) + modulation[:, 3, None]
+        mlp = self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+        return hidden_states + self.residual_dropout(mlp)
+
+
+class LLaDAModel(nn.Module):
+    """The ``model`` submodule: holds ``transformer`` = {wte, blocks, ln_f, ff_out} as published.
+
+    ``transformer.ff_out`` is the LM head; it lives here (as in the published layout) but is applied
+    by :class:`LLaDAModelLM`, so callers can project only the positions they need.
+    """
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.embedding_size, config.d_model),
+                "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
+                "ln_f": LLaDARMSNorm(config.d_model, config.rms_norm_eps),
+                "ff_out": nn.Linear(config.d_model, config.embedding_size, bias=False),
+            }
+        )
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        block_modulation: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids ``[B, L]``; attention_mask ``[B, L]`` (1/True = real token) or a per-query boolean
+        ``[B, L, L]``; block_modulation
+        ``[B, n_layers, 4, d]``. Returns the final normed hidden state ``[B, L, d]``."""
+        x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        x = self.embedding_dropout(x)
+        length = x.shape[1]
+        if length > self.config.max_sequence_length:
+            raise ValueError(
+                f"sequence length {length} exceeds max_sequence_length={self.config.max_sequence_length}; "
+                "shorten the input or raise the limit in the config."
+            )
+        rotary = rotary_cos_sin(length, self.config.head_dim, self.config.rope_theta, x.device)
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape[:2] != x.shape[:2] or attention_mask.dim() not in (2, 3):
+                raise ValueError(
+                    f"attention_mask must be [B, L] (key padding) or [B, L, L] (per query) for input "
+                    f"{tuple(x.shape[:2])}, got {tuple(attention_mask.shape)}"
+                )
+            # Boolean mask, True = attend; never additive -inf (fully masked rows would turn NaN).
+            mask = attention_mask.bool()
+            mask = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+        if block_modulation is not None and block_modulation.shape[1] != self.config.n_layers:
+            raise ValueError(
+                f"block_modulation has {block_modulation.shape[1]} layers, the model has {self.config.n_layers}"
+            )
+        for i, block in enumerate(self.transformer.blocks):
+            modulation = None if block_modulation is None else block_modulation[:, i]
+            x = block(x, rotary, mask, modulation)
+        return self.transformer.ln_f(x)
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    config_class = LLaDAConfig
+    config: LLaDAConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """LLaDA masked-diffusion language model (published class name, native implementation).
+
+    Example::
+
+        model = LLaDAModelLM.from_pretrained("GSAI-ML/LLaDA-8B-Base", dtype=torch.bfloat16)
+        logits = model(input_ids).logits              # [B, L, V]
+    """
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.transformer.ff_out
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.model.transformer.ff_out = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        block_modulation: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        compute_logits: bool = True,
+        **kwargs,
+    ) -> LLaDAOutput:
+        """input_ids ``[B, L]``; attention_mask ``[B, L]`` key-padding mask (None = all real, as published);
+        block_modulation ``[B, n_layers, 4, d]`` (None = plain LLaDA).
+
+        Returns :class:`LLaDAOutput` with logits ``[B, L, V]`` and last_hidden_state ``[B, L, d]``.
+        """
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("pass input_ids [B, L] (or inputs_embeds [B, L, d])")
+        hidden = self.model(input_ids, attention_mask, block_modulation, inputs_embeds)
+        logits = self.get_output_embeddings()(hidden) if compute_logits else None
+        return LLaDAOutput(logits=logits, last_hidden_state=hidden)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """Load published or saved LLaDA weights; raises if any key is missing or unexpected.
+
+        Accepts a hub id or a local folder with ``config.json`` and ``model.safetensors`` (or shards plus
+        ``model.safetensors.index.json``). Remote code in ``auto_map`` is never executed.
+        """
+        check_checkpoint_folder(pretrained_model_name_or_path)
+        return_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("trust_remote_code", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        raise_on_key_mismatch(pretrained_model_name_or_path, info)
+        return (model, info) if return_info else model
+
+
+def check_checkpoint_folder(path: str | os.PathLike) -> None:
+    """Fail early, naming the file, when a local checkpoint folder is incomplete. Hub ids pass through."""
+    folder = Path(path)
+    if not folder.is_dir():
+        if folder.exists() or str(path).startswith((".", "/")):
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
+            )
+        return
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
+        )
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} is missing shard(s) {missing} listed in model.safetensors.index.json; "
+                "re-download or copy the complete folder"
+            )
+    elif not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"checkpoint folder {folder} has no model.safetensors.index.json and no model.safetensors; "
+            "pass the folder that holds config.json and the safetensors weights (pickled .bin is not loaded)"
+        )
+
+
+def raise_on_key_mismatch(source: str | os.PathLike, info: dict) -> None:
+    """Raise naming the offending keys when a load left keys missing or unexpected."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in (info.get(kind) or []))
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+            problems.append(f"{kind.replace('_', ' ')}: {shown}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {source} does not match the LLaDA architecture of its config.json: "
+            + "; ".join(problems)
+        )

@@ -1,0 +1,178 @@
+"""FlexMDMForMaskedDiffusion: retrofit equals its backbone at init, slot outputs, padding, I/O, LoRA."""
+
+import pytest
+import torch
+from transformers import AutoModel
+
+import flexretrofit  # noqa: F401
+from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion
+from flexretrofit.models.lora import apply_lora, merge_lora
+from flexretrofit.testing import save_tiny_llada_checkpoint, tiny_flexmdm, tiny_llada
+
+
+def right_padded(rows, pad_id, width=None):
+    width = width or max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        ids[b, : len(row)], mask[b, : len(row)] = torch.as_tensor(row), True
+    return ids, mask
+
+
+def perturb_new_modules(model, seed=0):
+    """Give the zero-initialised modulation non-zero weights so time conditioning is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.adaln.groups:
+            layer.weight.copy_(0.05 * torch.randn(layer.weight.shape, generator=gen))
+        model.insertion_head.out.weight.copy_(
+            0.05 * torch.randn(model.insertion_head.out.weight.shape, generator=gen)
+        )
+
+
+def test_fresh_retrofit_reproduces_backbone_logits():
+    model = tiny_flexmdm(seed=0)
+    rows = [torch.randint(0, 300, (n,)).tolist() for n in (7, 4)]
+    ids, mask = right_padded(rows, model.config.pad_token_id)
+    out = model(ids, torch.tensor([0.3, 0.8]), mask)
+    backbone = model.backbone(ids, attention_mask=mask).logits
+    torch.testing.assert_close(out.logits[mask], backbone[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_output_shapes_and_slot_predictions():
+    model = tiny_flexmdm(seed=1, insertion_head_init=0.5)
+    ids, mask = right_padded([[5, 6, 7, 8, 9], [5, 6]], model.config.pad_token_id)
+    out = model(ids, torch.tensor([0.2, 0.9]), mask)
+    vocab = model.config.backbone_config.embedding_size
+    assert out.logits.shape == (2, 5, vocab)
+    assert out.expected_gaps.shape == (2, 6)
+    assert out.last_hidden_state.shape == (2, 6, model.config.backbone_config.d_model)
+    valid = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    assert (out.expected_gaps[valid] > 0).all()
+    assert (out.expected_gaps[~valid] == 0).all()
+    torch.testing.assert_close(out.expected_gaps[valid], torch.full((9,), 0.5), atol=1e-5, rtol=0)
+
+
+def test_time_conditioning_changes_predictions_once_trained():
+    model = tiny_flexmdm(seed=2)
+    perturb_new_modules(model)
+    ids = torch.randint(0, 300, (1, 6))
+    early, late = model(ids, torch.tensor([0.1])), model(ids, torch.tensor([0.9]))
+    assert not torch.allclose(early.logits, late.logits)
+    assert not torch.allclose(early.expected_gaps, late.expected_gaps)
+
+
+def test_more_right_padding_gives_the_same_predictions():
+    model = tiny_flexmdm(seed=3)
+    perturb_new_modules(model)
+    rows = [[11, 12, model.config.mask_token_id, 14], [21, model.config.mask_token_id]]
+    t = torch.tensor([0.4, 0.6])
+    ids, mask = right_padded(rows, model.config.pad_token_id)
+    wide_ids, wide_mask = right_padded(rows, model.config.pad_token_id, width=13)
+    narrow, wide = model(ids, t, mask), model(wide_ids, t, wide_mask)
+    torch.testing.assert_close(wide.logits[:, :4][mask], narrow.logits[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(wide.expected_gaps[:, :5], narrow.expected_gaps, atol=1e-5, rtol=1e-5)
+    assert (wide.expected_gaps[:, 5:] == 0).all()
+
+
+def test_logits_at_requested_positions_equal_the_full_projection():
+    model = tiny_flexmdm(seed=4)
+    ids, mask = right_padded([[1, 2, 3, 4], [5, 6, 7]], model.config.pad_token_id)
+    positions = torch.tensor([[False, True, False, True], [True, False, False, False]])
+    t = torch.tensor([0.5, 0.5])
+    full, sparse = model(ids, t, mask), model(ids, t, mask, logits_positions=positions)
+    assert sparse.logits.shape == (3, full.logits.shape[-1])
+    torch.testing.assert_close(sparse.logits, full.logits[positions])
+
+
+def test_activation_checkpointing_keeps_time_conditioning_gradients():
+    ids = torch.randint(0, 300, (2, 7))
+    t = torch.tensor([0.3, 0.7])
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_flexmdm(seed=5).train()
+        perturb_new_modules(model)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        out = model(ids, t)
+        (out.logits.logsumexp(-1).mean() + out.expected_gaps.mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any(n.startswith("adaln") for n in grads[1]) and any(
+        n.startswith("time_embedding") for n in grads[1]
+    )
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_from_llada_on_published_layout_and_save_load_round_trip(tmp_path):
+    folder = save_tiny_llada_checkpoint(tmp_path / "llada", seed=6)
+    schedule = {"name": "polynomial", "power": 2.0}
+    model = FlexMDMForMaskedDiffusion.from_llada(
+        folder, flex_config={"modulation_group_size": 1, "insertion_schedule": schedule}
+    )
+    reference = tiny_llada(seed=6)
+    ids = torch.randint(0, 300, (1, 5))
+    torch.testing.assert_close(model(ids, torch.tensor([0.5])).logits, reference(ids).logits)
+
+    perturb_new_modules(model)
+    model.save_pretrained(tmp_path / "flex")
+    assert (tmp_path / "flex" / "model.safetensors").is_file()
+    loaded = AutoModel.from_pretrained(tmp_path / "flex")
+    assert isinstance(loaded, FlexMDMForMaskedDiffusion)
+    assert loaded.config.insertion_schedule["name"] == "polynomial"
+    assert loaded.config.mask_token_id == reference.config.mask_token_id
+    a, b = model(ids, torch.tensor([0.2])), loaded(ids, torch.tensor([0.2]))
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.expected_gaps, b.expected_gaps)
+
+
+def test_config_defaults_follow_the_published_retrofit():
+    config = FlexMDMConfig(backbone_config=tiny_llada().config)
+    assert config.insertion_schedule == {"name": "geometric", "min": 10.0, "max": 0.01}
+    assert config.unmask_schedule["name"] == "linear"
+    assert config.modulation_group_size == 8
+    assert config.max_length == config.backbone_config.max_sequence_length - 1
+    with pytest.raises(ValueError, match="max_length"):
+        FlexMDMConfig(backbone_config=tiny_llada().config, max_length=10_000)
+
+
+def lora_layer_names(model):
+    return sorted(
+        name for name, module in model.named_modules() if hasattr(module, "lora_A") and module.lora_A
+    )
+
+
+def test_lora_wraps_the_intended_modules_only_and_merges():
+    model = tiny_flexmdm(seed=7)
+    perturb_new_modules(model)
+    peft_model = apply_lora(model, "published", r=4, alpha=8, dropout=0.0)
+    names = lora_layer_names(peft_model)
+    assert len(names) == 2 * 3 + 1  # q/k/v in each of 2 blocks + the LM head
+    assert sum(n.endswith("transformer.ff_out") for n in names) == 1
+    assert not any(".blocks." in n and n.endswith("ff_out") for n in names)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("insertion_head" in n for n in trainable) and any("adaln" in n for n in trainable)
+    assert not any("wte" in n or "ff_norm" in n for n in trainable)
+
+    with torch.no_grad():  # make the adapters non-trivial before merging
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    ids, t = torch.randint(0, 300, (1, 6)), torch.tensor([0.4])
+    expected = peft_model(input_ids=ids, t=t)
+    merged = merge_lora(peft_model)
+    assert isinstance(merged, FlexMDMForMaskedDiffusion) and not lora_layer_names(merged)
+    out = merged(ids, t)
+    torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.expected_gaps, expected.expected_gaps, atol=1e-5, rtol=1e-5)
+
+
+def test_all_linear_preset_covers_llada_names():
+    peft_model = apply_lora(tiny_flexmdm(seed=8), "all_linear", r=2, alpha=2, dropout=0.0)
+    names = lora_layer_names(peft_model)
+    assert len(names) == 2 * 7 + 1
+    for module in ("attn_out", "ff_proj", "up_proj", "blocks.1.ff_out"):
+        assert any(n.endswith(module) for n in names), module
+    with pytest.raises(ValueError, match="unknown LoRA"):
+        apply_lora(tiny_flexmdm(seed=8), ["o_proj"])
