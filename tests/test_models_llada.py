@@ -73,7 +73,11 @@ def reference_llada_logits(state: dict, config: LLaDAConfig, ids: torch.Tensor) 
 
     x = state["model.transformer.wte.weight"][ids]
     for i in range(config.n_layers):
-        p = lambda name: state[f"model.transformer.blocks.{i}.{name}.weight"]  # noqa: E731
+        block = {k.split(".")[-2]: v for k, v in state.items() if f".blocks.{i}." in k}
+
+        def p(name, block=block):
+            return block[name]
+
         h = rms(x, p("attn_norm"))
         q, k, v = (
             (h @ p(m).T).view(1, n, config.n_heads, hd).transpose(1, 2)

@@ -1,0 +1,42 @@
+"""Pure tensor math of FlexMDM: time schedules, the joint interpolant (forward process) and the loss.
+
+Nothing here knows about models, tokenizers or files.
+"""
+
+from flexretrofit.diffusion.interpolant import IGNORE_INDEX, InterpolantSample, sample_interpolant
+from flexretrofit.diffusion.loss import (
+    FlexMDMLoss,
+    flexmdm_loss,
+    masked_positions_and_targets,
+    poisson_bregman,
+    stratified_times,
+)
+from flexretrofit.diffusion.schedules import (
+    SCHEDULES,
+    CosineSchedule,
+    GeometricSchedule,
+    LinearSchedule,
+    PolynomialSchedule,
+    Schedule,
+    build_schedule,
+    register_schedule,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SCHEDULES",
+    "CosineSchedule",
+    "FlexMDMLoss",
+    "GeometricSchedule",
+    "InterpolantSample",
+    "LinearSchedule",
+    "PolynomialSchedule",
+    "Schedule",
+    "build_schedule",
+    "flexmdm_loss",
+    "masked_positions_and_targets",
+    "poisson_bregman",
+    "register_schedule",
+    "sample_interpolant",
+    "stratified_times",
+]

@@ -1,0 +1,219 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flexretrofit.diffusion import (
+    IGNORE_INDEX,
+    GeometricSchedule,
+    LinearSchedule,
+    flexmdm_loss,
+    masked_positions_and_targets,
+    poisson_bregman,
+    sample_interpolant,
+    stratified_times,
+)
+
+MASK_ID, PAD_ID, VOCAB = 3, 0, 50
+ALPHA, BETA = GeometricSchedule(min=10.0, max=0.01), LinearSchedule()
+
+
+def test_poisson_bregman_is_a_divergence():
+    x = torch.arange(0, 21, dtype=torch.float64)[:, None].expand(21, 200)
+    y = torch.logspace(-8, 2, 200, dtype=torch.float64)[None, :].expand(21, 200)
+    d = poisson_bregman(x, y)
+    assert d.dtype == torch.float64 and (d >= 0).all() and torch.isfinite(d).all()
+    assert poisson_bregman(torch.tensor(2.0), torch.tensor(1.0)).item() == pytest.approx(2 * math.log(2) - 1)
+    # Far from the minimum it is strictly positive.
+    assert (d[(y - x).abs() > 1e-2] > 0).all()
+    # Integer gaps and zero predictions stay finite.
+    assert torch.isfinite(poisson_bregman(torch.tensor([0, 3]), torch.tensor([0.0, 0.0]))).all()
+
+
+def test_poisson_bregman_is_zero_with_zero_gradient_at_the_truth():
+    gaps = torch.tensor([0, 1, 2, 7, 40])
+    predicted = gaps.float().clone().requires_grad_(True)
+    d = poisson_bregman(gaps, predicted)
+    assert torch.equal(d, torch.zeros(5))
+    d.sum().backward()
+    assert torch.allclose(predicted.grad, torch.zeros(5), atol=1e-6)
+    # ... and a non-zero gradient pointing towards the truth elsewhere.
+    off = torch.tensor([0.5, 3.0], requires_grad=True)
+    poisson_bregman(torch.tensor([1, 2]), off).sum().backward()
+    assert off.grad[0] < 0 < off.grad[1]
+
+
+def _union_over_ranks(batch_size, world_size, seed, eps):
+    return torch.cat(
+        [
+            stratified_times(
+                batch_size,
+                rank=r,
+                world_size=world_size,
+                generator=torch.Generator().manual_seed(seed),
+                eps=eps,
+            )
+            for r in range(world_size)
+        ]
+    ).double()
+
+
+def test_stratified_times_form_one_shifted_grid_across_ranks():
+    batch_size, world_size = 8, 4
+    n = batch_size * world_size
+    for seed in range(5):
+        t = _union_over_ranks(batch_size, world_size, seed, eps=0.0)
+        # Exactly one time in each of the n equal cells of [0, 1), all at the same offset in its cell.
+        assert sorted(torch.floor(t * n).long().tolist()) == list(range(n))
+        offsets = torch.remainder(t * n, 1.0)
+        assert (offsets - offsets[0]).abs().max() < 1e-4
+    # Equally seeded ranks share the offset; another seed shifts the grid.
+    assert not torch.allclose(_union_over_ranks(8, 4, 0, 0.0), _union_over_ranks(8, 4, 1, 0.0))
+
+
+def test_stratified_times_stay_inside_eps():
+    eps = 1e-3
+    for seed in range(50):
+        t = _union_over_ranks(4, 2, seed, eps)
+        assert t.min() >= eps - 1e-7 and t.max() <= 1 - eps + 1e-7
+        x = (t - eps) / (1 - eps)  # back onto the grid (one point may sit at the clamp)
+        assert sorted(torch.floor(x * 8).clamp(max=7).long().tolist()) == list(range(8))
+    t = stratified_times(3, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (3,) and t.dtype == torch.float32
+    with pytest.raises(ValueError, match="rank < world_size"):
+        stratified_times(4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        stratified_times(0)
+
+
+def make_sample(extra_pad=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    width = 16
+    x1 = torch.randint(5, VOCAB, (4, width), generator=g)
+    x1 = torch.cat([x1, torch.full((4, extra_pad), PAD_ID)], dim=1)
+    attention = torch.arange(width + extra_pad)[None, :] < torch.tensor([16, 11, 7, 13])[:, None]
+    x1 = torch.where(attention, x1, PAD_ID)
+    prompt = torch.zeros_like(attention)
+    prompt[:, :3] = True
+    t = torch.tensor([0.15, 0.45, 0.75, 1.0])
+    sample = sample_interpolant(
+        x1,
+        attention,
+        prompt,
+        t,
+        ALPHA,
+        BETA,
+        MASK_ID,
+        PAD_ID,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+    return sample, t
+
+
+def loss_of(sample, t, logits, g_hat, **kwargs):
+    _, targets, rows = masked_positions_and_targets(sample)
+    return flexmdm_loss(
+        logits,
+        targets,
+        rows,
+        g_hat,
+        sample.slot_gaps,
+        sample.slot_valid,
+        t,
+        ALPHA,
+        BETA,
+        non_prompt_lengths=sample.non_prompt_lengths,
+        **kwargs,
+    )
+
+
+def test_masked_positions_and_targets():
+    sample, _ = make_sample()
+    positions, targets, rows = masked_positions_and_targets(sample)
+    assert torch.equal(positions, sample.is_masked) and positions.any()
+    assert torch.equal(targets, sample.targets[sample.is_masked]) and (targets != IGNORE_INDEX).all()
+    expected_rows = torch.arange(4)[:, None].expand_as(positions)[positions]
+    assert torch.equal(rows, expected_rows)
+
+
+def test_a_perfect_predictor_has_zero_loss():
+    for seed in range(3):
+        sample, t = make_sample(seed=seed)
+        _, targets, _ = masked_positions_and_targets(sample)
+        assert targets.numel() > 0 and sample.slot_gaps.sum() > 0
+        perfect = loss_of(sample, t, 100.0 * F.one_hot(targets, VOCAB).float(), sample.slot_gaps.float())
+        assert perfect.loss.item() < 1e-6
+        wrong = loss_of(
+            sample, t, torch.zeros(targets.numel(), VOCAB), torch.ones_like(sample.slot_gaps).float()
+        )
+        assert wrong.unmask_loss > 0.1 and wrong.insertion_loss > 0.01
+        assert wrong.loss == pytest.approx((wrong.unmask_loss + wrong.insertion_loss).item())
+
+
+def test_loss_matches_the_formula():
+    """Two rows, hand-computed: weights kappa(t), one division by the normaliser."""
+    t = torch.tensor([0.25, 0.5])
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]])
+    targets, rows = torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1])
+    gaps = torch.tensor([[0, 2, 0], [1, 0, 0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    g_hat = torch.tensor([[0.5, 2.0, 1.0], [1.0, 0.0, float("nan")]])
+    quadratic = {"name": "polynomial", "power": 2.0}
+    out = flexmdm_loss(logits, targets, rows, g_hat, gaps, valid, t, quadratic, "linear", normalizer=10)
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    w = 1.0 / (1.0 - t)  # kappa of the linear unmasking schedule
+    expected_unmask = (w[0] * (ce[0] + ce[1]) + w[1] * ce[2]) / 10
+    w = 2 * t / (1.0 - t**2)  # kappa of the quadratic insertion schedule
+
+    def d(x, y):
+        x, y = max(x, 1e-6), max(y, 1e-6)
+        return y - x + x * (math.log(x) - math.log(y))
+
+    expected_insertion = (w[0] * (d(0, 0.5) + d(2, 2.0) + d(0, 1.0)) + w[1] * (d(1, 1.0) + d(0, 0.0))) / 10
+    assert out.unmask_loss.item() == pytest.approx(expected_unmask.item(), rel=1e-5)
+    assert out.insertion_loss.item() == pytest.approx(expected_insertion.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx((expected_unmask + expected_insertion).item(), rel=1e-5)
+
+
+def test_loss_is_invariant_to_extra_right_padding():
+    narrow, t = make_sample()
+    wide, _ = make_sample(extra_pad=9)
+    assert torch.equal(wide.slot_gaps[:, :17], narrow.slot_gaps)
+    n = int(narrow.is_masked.sum())
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(n, VOCAB, generator=g)
+    g_hat = torch.rand(4, 17, generator=g) * 3
+    junk = torch.full((4, 9), float("nan"))
+    g_hat_wide = torch.cat([g_hat, junk], dim=1).requires_grad_(True)
+    a = loss_of(narrow, t, logits, g_hat)
+    b = loss_of(wide, t, logits, g_hat_wide)
+    assert a.loss.item() > 0
+    assert torch.allclose(a.loss, b.loss) and torch.allclose(a.insertion_loss, b.insertion_loss)
+    b.loss.backward()
+    assert torch.isfinite(g_hat_wide.grad).all() and (g_hat_wide.grad[:, 17:] == 0).all()
+
+
+def test_weights_are_guarded_near_t_equals_one():
+    sample, _ = make_sample()
+    n = int(sample.is_masked.sum())
+    logits = torch.zeros(n, VOCAB)
+    g_hat = torch.ones_like(sample.slot_gaps).float()
+    at_one = loss_of(sample, torch.ones(4), logits, g_hat)
+    at_guard = loss_of(sample, torch.full((4,), 1 - 1e-3), logits, g_hat)
+    assert torch.isfinite(at_one.loss) and torch.allclose(at_one.loss, at_guard.loss)
+
+
+def test_normalizer():
+    sample, t = make_sample()
+    n = int(sample.is_masked.sum())
+    logits = torch.zeros(n, VOCAB)
+    g_hat = torch.ones_like(sample.slot_gaps).float()
+    default = loss_of(sample, t, logits, g_hat)
+    count = int(sample.non_prompt_lengths.sum())
+    assert count == 16 + 11 + 7 + 13 - 4 * 3
+    explicit = loss_of(sample, t, logits, g_hat, normalizer=2 * count)
+    assert explicit.loss.item() == pytest.approx(default.loss.item() / 2, rel=1e-6)
+    _, targets, rows = masked_positions_and_targets(sample)
+    with pytest.raises(ValueError, match="normalizer="):
+        flexmdm_loss(logits, targets, rows, g_hat, sample.slot_gaps, sample.slot_valid, t, ALPHA, BETA)
