@@ -176,3 +176,59 @@ def test_all_linear_preset_covers_llada_names():
         assert any(n.endswith(module) for n in names), module
     with pytest.raises(ValueError, match="unknown LoRA"):
         apply_lora(tiny_flexmdm(seed=8), ["o_proj"])
+
+
+def test_a_few_optimisation_steps_drive_both_loss_parts_down():
+    from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, sample_interpolant
+
+    model = tiny_flexmdm(seed=9).train()
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.randint(10, 60, (8, 24), generator=gen)
+    real = torch.arange(24)[None] < torch.tensor([24, 20, 16, 12, 24, 20, 16, 12])[:, None]
+    x1 = torch.where(real, x1, cfg.pad_token_id)
+    prompt = (torch.arange(24)[None] < 3).expand(8, 24)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def step(seed):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.rand(8, generator=g).clamp(0.05, 0.95)
+        sample = sample_interpolant(
+            x1,
+            real,
+            prompt,
+            t,
+            model.insertion_schedule,
+            model.unmask_schedule,
+            cfg.mask_token_id,
+            cfg.pad_token_id,
+            g,
+        )
+        positions, targets, rows = masked_positions_and_targets(sample)
+        out = model(sample.xt, t, sample.xt_attention_mask, logits_positions=positions)
+        return flexmdm_loss(
+            out.logits,
+            targets,
+            rows,
+            out.expected_gaps,
+            sample.slot_gaps,
+            sample.slot_valid,
+            t,
+            model.insertion_schedule,
+            model.unmask_schedule,
+            non_prompt_lengths=sample.non_prompt_lengths,
+        )
+
+    def evaluate():
+        with torch.no_grad():
+            parts = [step(1000 + i) for i in range(4)]
+        return sum(p.unmask_loss for p in parts) / 4, sum(p.insertion_loss for p in parts) / 4
+
+    unmask_before, insertion_before = evaluate()
+    for i in range(40):
+        optimizer.zero_grad()
+        step(i).loss.backward()
+        optimizer.step()
+    unmask_after, insertion_after = evaluate()
+    assert unmask_after < 0.8 * unmask_before
+    assert insertion_after < 0.8 * insertion_before

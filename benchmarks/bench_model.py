@@ -1,0 +1,144 @@
+"""FlexMDM model costs, measured side by side in one run (CPU is fine; a GPU is used if present).
+
+1. forward + backward time of FlexMDMForMaskedDiffusion relative to its plain LLaDA backbone
+   (same weights, same batch): the price of time conditioning, the slot position and the insertion head;
+2. peak memory of the loss with logits gathered at MASK positions only, against full-vocabulary
+   logits at every position (the published approach), at LLaDA's vocabulary size (126,464).
+
+    python benchmarks/bench_model.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, sample_interpolant
+from flexretrofit.testing import tiny_flexmdm
+
+
+def interleaved_min_times(fns, repeats: int) -> list[float]:
+    """Best-of-``repeats`` seconds per function, alternating between them so machine load hits both alike."""
+    best = [float("inf")] * len(fns)
+    for fn in fns:
+        fn()  # warm-up
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def speed(batch: int, length: int, repeats: int) -> None:
+    model = tiny_flexmdm(
+        seed=0, backbone_overrides=dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384)
+    ).train()
+    ids = torch.randint(10, 300, (batch, length))
+    t = torch.rand(batch)
+
+    def llada_step():
+        model.zero_grad(set_to_none=True)
+        model.backbone(ids).logits.float().logsumexp(-1).mean().backward()
+
+    def flex_step():
+        model.zero_grad(set_to_none=True)
+        out = model(ids, t)
+        (out.logits.float().logsumexp(-1).mean() + out.expected_gaps.mean()).backward()
+
+    llada, flex = interleaved_min_times([llada_step, flex_step], repeats)
+    print(f"forward+backward, batch {batch} x {length}, 4 layers d=128:")
+    print(
+        f"  LLaDA backbone {llada * 1e3:8.1f} ms   FlexMDM {flex * 1e3:8.1f} ms   ratio FlexMDM/LLaDA {flex / llada:.2f}"
+    )
+
+
+def loss_peak_memory(gather: bool, length: int) -> dict:
+    """Runs in a fresh process: peak resident memory added by one loss forward+backward."""
+    tok_vocab = 126464
+    model = tiny_flexmdm(
+        seed=0,
+        backbone_overrides=dict(
+            vocab_size=tok_vocab, embedding_size=tok_vocab, max_sequence_length=length + 8
+        ),
+    ).train()
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.randint(10, 300, (1, length), generator=gen)
+    real = torch.ones_like(x1, dtype=torch.bool)
+    prompt = torch.zeros_like(real)
+    t = torch.tensor([0.5])
+    sample = sample_interpolant(
+        x1,
+        real,
+        prompt,
+        t,
+        model.insertion_schedule,
+        model.unmask_schedule,
+        cfg.mask_token_id,
+        cfg.pad_token_id,
+        gen,
+    )
+    positions, targets, rows = masked_positions_and_targets(sample)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = model(sample.xt, t, sample.xt_attention_mask, logits_positions=positions if gather else None)
+    logits = out.logits if gather else out.logits[positions]
+    loss = flexmdm_loss(
+        logits,
+        targets,
+        rows,
+        out.expected_gaps,
+        sample.slot_gaps,
+        sample.slot_valid,
+        t,
+        model.insertion_schedule,
+        model.unmask_schedule,
+        non_prompt_lengths=sample.non_prompt_lengths,
+    )
+    loss.loss.backward()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "peak_mb": (after - before) / 1024,
+        "x_t_length": int(sample.lengths[0]),
+        "masked": int(positions.sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-length", type=int, default=1024)
+    parser.add_argument("--_memory_child", choices=["gather", "full"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._memory_child:
+        print(json.dumps(loss_peak_memory(args._memory_child == "gather", args.memory_length)))
+        return
+    torch.manual_seed(0)
+    speed(args.batch, args.length, args.repeats)
+    results = {}
+    for mode in ("full", "gather"):
+        cmd = [sys.executable, __file__, "--_memory_child", mode, "--memory-length", str(args.memory_length)]
+        results[mode] = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+        )
+    full, gather = results["full"], results["gather"]
+    print(
+        f"loss peak memory, 1 x {args.memory_length} tokens at t=0.5, vocabulary 126,464 "
+        f"(x_t length {gather['x_t_length']}, {gather['masked']} MASK positions):"
+    )
+    print(
+        f"  full logits {full['peak_mb']:8.0f} MB   gather-at-MASK {gather['peak_mb']:8.0f} MB   "
+        f"ratio full/gather {full['peak_mb'] / max(gather['peak_mb'], 1):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
