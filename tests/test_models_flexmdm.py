@@ -143,7 +143,7 @@ def lora_layer_names(model):
     )
 
 
-def test_lora_wraps_the_intended_modules_only_and_merges():
+def test_lora_wraps_the_intended_modules_only_and_merges(tmp_path):
     model = tiny_flexmdm(seed=7)
     perturb_new_modules(model)
     peft_model = apply_lora(model, "published", r=4, alpha=8, dropout=0.0)
@@ -166,6 +166,9 @@ def test_lora_wraps_the_intended_modules_only_and_merges():
     out = merged(ids, t)
     torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.expected_gaps, expected.expected_gaps, atol=1e-5, rtol=1e-5)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = FlexMDMForMaskedDiffusion.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(reloaded(ids, t).logits, expected.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_all_linear_preset_covers_llada_names():
