@@ -9,8 +9,8 @@ from flexretrofit.diffusion import flexmdm_loss
 from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm
 
 GSM8K = {
-    "question": "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?",
-    "answer": "In May she sold 48/2 = <<48/2=24>>24 clips.\nIn total 48+24 = <<48+24=72>>72 clips.\n#### 72",
+    "question": "A baker fills 36 jars on Monday and a third as many on Tuesday. How many jars in all?",
+    "answer": "On Tuesday she fills 36/3 = <<36/3=12>>12 jars.\nIn total 36+12 = <<36+12=48>>48 jars.\n#### 48",
 }
 CODE = {
     "instruction": "Write fib.",

@@ -4,6 +4,7 @@ import datasets
 import pytest
 
 from flexretrofit.data.formats import (
+    GSM8K_SYSTEM_PROMPT,
     CodeInfillFormat,
     FixedCanvasFormat,
     GSM8KFormat,
@@ -16,10 +17,10 @@ from flexretrofit.data.formats import (
 from flexretrofit.testing import build_tiny_tokenizer
 
 GSM8K_EXAMPLE = {
-    "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
-    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 1,072",
+    "question": "A ferry carries 48 cars in the morning and half as many in the evening. "
+    "How many cars does it carry that day, counting 1,000 earlier ones too?",
+    "answer": "In the evening it carries 48/2 = <<48/2=24>>24 cars.\n"
+    "In total 1000+48+24 = <<1000+48+24=1072>>1072 cars.\n#### 1,072",
 }
 CODES = [
     "def add(a, b):\n    return a + b\n",
@@ -42,8 +43,8 @@ def test_parse_gsm8k_answer():
     answer = parse_gsm8k_answer(GSM8K_EXAMPLE["answer"])
     assert answer.number == "1072"
     assert "<<" not in answer.rationale and ">>" not in answer.rationale
-    assert answer.rationale.startswith("Natalia sold 48/2 = 24 clips")
-    assert answer.rationale.endswith("April and May.")
+    assert answer.rationale.startswith("In the evening it carries 48/2 = 24 cars")
+    assert answer.rationale.endswith("In total 1000+48+24 = 1072 cars.")
     with pytest.raises(ValueError, match="####"):
         parse_gsm8k_answer("no final number here")
 
@@ -62,7 +63,7 @@ def test_gsm8k_is_prompt_ids_then_target_ids_without_eos(tokenizer):
     # The prompt is the chat template (BOS once, user turn with the instruction) with the prefill.
     assert prompt_ids[0] == tokenizer.bos_token_id and prompt_ids.count(tokenizer.bos_token_id) == 1
     assert prompt_text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n<reasoning>")
-    assert "Solve it step by step" in prompt_text and GSM8K_EXAMPLE["question"] in prompt_text
+    assert GSM8K_SYSTEM_PROMPT.splitlines()[0] in prompt_text and GSM8K_EXAMPLE["question"] in prompt_text
     assert tokenizer.decode(target_ids).endswith("</reasoning>\n<answer>\\boxed{1072}</answer>")
 
 

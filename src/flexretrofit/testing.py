@@ -31,8 +31,8 @@ EXTRA_SPECIAL_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog. A masked diffusion model fills in missing tokens.",
-    "Question: Natalia sold 48 clips in April and half as many in May. How many clips did she sell?",
-    "<reasoning>48 / 2 = 24 clips in May. 48 + 24 = 72 clips in total.</reasoning>",
+    "Question: A baker fills 36 jars on Monday and a third as many on Tuesday. How many jars in all?",
+    "<reasoning>36 / 3 = 12 jars on Tuesday. 36 + 12 = 48 jars in total.</reasoning>",
     "<answer>\\boxed{72}</answer> The answer is 72. 1,000 + 2,500 = 3,500; -7 * 3 = -21; 0.5 * 4 = 2.",
     "def add(a, b):\n    return a + b\n\n\ndef fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
     "for i in range(10):\n    print(i)\nwhile x > 0:\n    x -= 1\nreturn [x for x in xs if x % 2 == 0]\n",

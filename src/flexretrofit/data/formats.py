@@ -24,11 +24,11 @@ Sample = dict[str, list]
 SampleFormat = Callable[[Mapping[str, Any]], Sample | None]
 
 # The published GSM8K setting (d1 / FlexMDM): the model answers inside <reasoning> / <answer> tags.
+# Our own wording of the section-6 instruction (reasoning block, then a boxed number).
 GSM8K_SYSTEM_PROMPT = (
-    "You are a math expert. You will be given a question to solve. Solve it step by step. "
-    "Wrap the final answer in a \\boxed{}.\n"
-    "Respond in the following format:\n"
-    "<reasoning>\nYour reasoning here\n</reasoning>\n<answer>\n\\boxed{...}\n</answer>"
+    "Solve the math problem below. Work through it step by step, then state the final number.\n"
+    "Use this layout:\n"
+    "<reasoning>\nstep-by-step working\n</reasoning>\n<answer>\n\\boxed{final number}\n</answer>"
 )
 REASONING_PREFILL = "<reasoning>"
 BOUNDARY_TOKEN = "<|boundary|>"

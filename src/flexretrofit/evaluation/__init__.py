@@ -1,0 +1,79 @@
+"""Model-independent evaluation: GSM8K and HumanEval infilling, sandboxed code execution,
+resumable results and length statistics.
+
+Nothing here imports a model or a sampler: the runners take any generator callable (see
+:mod:`flexretrofit.evaluation.runner`).
+"""
+
+from flexretrofit.evaluation.gsm8k import (
+    GSM8KExample,
+    accuracy_summary,
+    build_gsm8k_few_shot_prompt,
+    build_gsm8k_prompt,
+    evaluate_gsm8k,
+    extract_answer,
+    is_correct,
+    load_gsm8k,
+    parse_ground_truth,
+    wilson_interval,
+)
+from flexretrofit.evaluation.humaneval_infill import (
+    InfillTask,
+    build_infill_tasks,
+    check_completion,
+    evaluate_infilling,
+    load_humaneval_problems,
+    pass_at_k,
+    score_completions,
+)
+from flexretrofit.evaluation.lengths import (
+    LengthStats,
+    length_histogram,
+    length_stats,
+    plot_length_distributions,
+    total_variation_distance,
+)
+from flexretrofit.evaluation.results import ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.runner import Generation, run_resumable
+from flexretrofit.evaluation.sandbox import (
+    SandboxConfig,
+    SandboxResult,
+    probe_isolation,
+    run_many,
+    run_program,
+)
+
+__all__ = [
+    "GSM8KExample",
+    "Generation",
+    "InfillTask",
+    "LengthStats",
+    "ResultsWriter",
+    "SandboxConfig",
+    "SandboxResult",
+    "accuracy_summary",
+    "build_gsm8k_few_shot_prompt",
+    "build_gsm8k_prompt",
+    "build_infill_tasks",
+    "check_completion",
+    "evaluate_gsm8k",
+    "evaluate_infilling",
+    "extract_answer",
+    "is_correct",
+    "length_histogram",
+    "length_stats",
+    "load_gsm8k",
+    "load_humaneval_problems",
+    "parse_ground_truth",
+    "pass_at_k",
+    "plot_length_distributions",
+    "probe_isolation",
+    "read_results",
+    "run_many",
+    "run_program",
+    "run_resumable",
+    "score_completions",
+    "total_variation_distance",
+    "wilson_interval",
+    "write_summary",
+]

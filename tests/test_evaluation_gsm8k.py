@@ -1,0 +1,212 @@
+import json
+from fractions import Fraction
+
+import pytest
+
+from flexretrofit.evaluation import gsm8k
+from flexretrofit.evaluation.gsm8k import (
+    ASSISTANT_PREFILL,
+    FEW_SHOT_EXAMPLES,
+    GSM8K_INSTRUCTION,
+    accuracy_summary,
+    build_gsm8k_few_shot_prompt,
+    build_gsm8k_prompt,
+    evaluate_gsm8k,
+    extract_answer,
+    is_correct,
+    load_gsm8k,
+    parse_ground_truth,
+    parse_number,
+    truncate_at_stop,
+    wilson_interval,
+)
+from flexretrofit.evaluation.runner import Generation
+
+# Made-up problems in the GSM8K file format (no GSM8K data in the repository).
+RECORDS = [
+    {
+        "question": "Ann has 3 apples and buys 4 more. How many apples?",
+        "answer": "3 + 4 = <<3+4=7>>7\n#### 7",
+    },
+    {
+        "question": "A shop sells 1,200 pens a day. How many in 2 days?",
+        "answer": "1200 * 2 = 2400\n#### 2,400",
+    },
+    {"question": "It is 5 degrees and drops by 8. What is it now?", "answer": "5 - 8 = -3\n#### -3"},
+]
+
+
+@pytest.fixture
+def gsm8k_file(tmp_path):
+    path = tmp_path / "tiny_gsm8k.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
+    return path
+
+
+@pytest.mark.parametrize(
+    "generated, expected",
+    [
+        ("so the total is \\boxed{18}.", "18"),
+        ("\\boxed{} and \\boxed{...} are empty; \\boxed{42}", "42"),  # first box with a number
+        ("first \\boxed{12}, then I changed my mind \\boxed{13}", "12"),
+        ("\\boxed{\\frac{3}{4}}", "0.75"),  # nested braces
+        ("\\boxed{{1,000}}", "1000"),
+        ("\\boxed{-5}", "-5"),
+        ("\\boxed{\\$18.50}", "18.5"),
+        ("\\boxed{18 \\text{ dollars}}", "18"),
+        ("\\boxed{x = 7}", "7"),
+        ("\\boxed{10\\%}", "10"),
+        ("\\boxed{2.50}", "2.5"),
+        ("\\boxed{1/3}", "1/3"),
+        ("unclosed \\boxed{5", "5"),
+        ("I guess 5. <answer>It is 12 or maybe 13</answer> and then 99", "13"),
+        ("<answer>\n\\boxed{...}\n</answer> so 8", "8"),  # placeholder box, no number in <answer>
+        ("<answer> 21 cups", "21"),  # cut off before </answer>
+        ("Total: $1,234.50.", "1234.5"),
+        ("the change is -7.", "-7"),
+        ("−4 degrees", "-4"),
+        ("10 - 3", "3"),  # a binary minus is not a sign
+        ("from 10-3", "3"),
+        ("3,000 apples", "3000"),
+        ("about .5 liters", "0.5"),
+        ("it takes 12 km", "12"),
+        ("no number here", None),
+        ("", None),
+    ],
+)
+def test_extract_answer_tricky_cases(generated, expected):
+    assert extract_answer(generated) == expected
+
+
+def test_only_the_generated_part_is_read_not_the_prompt():
+    prompt = build_gsm8k_few_shot_prompt("How many?")
+    assert "\\boxed{20}" in prompt and "\\boxed{final number}" in GSM8K_INSTRUCTION
+    generated = " 6 and 1 more makes 7 </reasoning>\n<answer>7</answer>"
+    assert extract_answer(generated) == "7"
+    assert extract_answer(prompt + generated) == "20"  # why callers must never pass the prompt
+
+
+def test_parse_number_and_exact_match():
+    assert parse_number("1,000") == 1000
+    assert parse_number("$18.50") == Fraction(37, 2)
+    assert parse_number("-3") == -3
+    assert parse_number("\\frac{1}{2}") == Fraction(1, 2)
+    assert parse_number("18.") == 18
+    assert parse_number("1,2") is None  # a comma that is not a thousands separator
+    assert parse_number("abc") is None and parse_number(None) is None
+    assert is_correct("18.00", "18") and is_correct("1000", "1000")
+    assert not is_correct("18.01", "18") and not is_correct(None, "18")
+    with pytest.raises(ValueError, match="not a number"):
+        is_correct("1", "n/a")
+
+
+def test_ground_truth_is_the_number_after_hashes_without_commas():
+    assert parse_ground_truth("work...\n#### 1,234") == "1234"
+    assert parse_ground_truth("#### -3") == "-3"
+    with pytest.raises(ValueError, match="####"):
+        parse_ground_truth("no marker")
+
+
+def test_load_local_jsonl(gsm8k_file):
+    examples = load_gsm8k(gsm8k_file)
+    assert [e.ground_truth for e in examples] == ["7", "2400", "-3"]
+    assert [e.id for e in examples] == ["gsm8k/tiny_gsm8k/0", "gsm8k/tiny_gsm8k/1", "gsm8k/tiny_gsm8k/2"]
+    assert examples[1].question == RECORDS[1]["question"]
+
+
+def test_load_errors_tell_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="question"):
+        load_gsm8k(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(ValueError, match="answer"):
+        load_gsm8k(bad)
+
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(RuntimeError, match=r"load_gsm8k\(path="):
+        load_gsm8k()
+
+
+def test_zero_shot_prompt_without_tokenizer_is_messages_with_prefill():
+    messages = build_gsm8k_prompt("What is 2 + 2?")
+    assert messages == [
+        {"role": "user", "content": GSM8K_INSTRUCTION + "\n\nWhat is 2 + 2?"},
+        {"role": "assistant", "content": "<reasoning>"},
+    ]
+
+
+def test_zero_shot_prompt_uses_the_chat_template_and_ends_with_the_prefill():
+    from flexretrofit.testing import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    text = build_gsm8k_prompt("What is 2 + 2?", tokenizer)
+    expected_head = tokenizer.apply_chat_template(
+        [{"role": "user", "content": GSM8K_INSTRUCTION + "\n\nWhat is 2 + 2?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert text == expected_head + ASSISTANT_PREFILL
+    assert text.index(GSM8K_INSTRUCTION.splitlines()[0]) < text.index("What is 2 + 2?") < text.rindex("<reasoning>")
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        build_gsm8k_prompt("q", tokenizer)
+
+
+def test_few_shot_prompt_is_self_consistent_and_stops_at_the_next_question():
+    prompt = build_gsm8k_few_shot_prompt("How many legs do 3 spiders have?")
+    assert prompt.endswith("Question: How many legs do 3 spiders have?\nAnswer: <reasoning>")
+    assert prompt.count("Question:") == len(FEW_SHOT_EXAMPLES) + 1
+    for _, rationale, answer in FEW_SHOT_EXAMPLES:
+        shot = f"{rationale}</reasoning>\n<answer>\\boxed{{{answer}}}</answer>"
+        assert shot in prompt and extract_answer(shot) == answer
+    continued = "8 * 3 = 24 legs. The answer is 24.\nQuestion: A cat has 4 legs and 9 lives..."
+    assert extract_answer(truncate_at_stop(continued)) == "24"
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(1, 0)
+    summary = accuracy_summary([True, False, True, True])
+    assert summary["accuracy"] == 0.75 and summary["correct"] == 3 and summary["total"] == 4
+    assert summary["ci95"][0] < 0.75 < summary["ci95"][1]
+
+
+def test_evaluate_gsm8k_end_to_end_with_a_fake_generator_and_resume(gsm8k_file, tmp_path, monkeypatch):
+    examples = load_gsm8k(gsm8k_file)
+    seen_prompts = []
+    answers = {
+        "Ann": " 3+4=7 </reasoning>\n<answer>\\boxed{7}</answer>",
+        "pens": " so 2,400",
+        "degrees": " it is 3",
+    }
+
+    def generate(prompts):
+        seen_prompts.extend(prompts)
+        outputs = []
+        for prompt in prompts:
+            key = next(k for k in answers if k in prompt[0]["content"])
+            outputs.append(Generation(answers[key], num_tokens=len(answers[key])))
+        return outputs
+
+    summary = evaluate_gsm8k(examples, generate, tmp_path / "run", batch_size=2)
+    assert summary["correct"] == 2 and summary["total"] == 3  # "3" is not "-3"
+    assert summary["generated_length"]["count"] == 3
+    assert all(p[-1] == {"role": "assistant", "content": "<reasoning>"} for p in seen_prompts)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [row["predicted"] for row in rows] == ["7", "2400", "3"]
+
+    seen_prompts.clear()
+    assert evaluate_gsm8k(examples, generate, tmp_path / "run")["correct"] == 2
+    assert seen_prompts == []
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["total"] == 3
+    assert gsm8k.HUB_DATASET == ("openai/gsm8k", "main")
