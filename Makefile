@@ -31,3 +31,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+
+## Tiny CPU runs of the training recipes, a few steps each (the same configs the training tests run)
+TINY := build/tiny
+smoke-retrofit: $(STAMP)
+	$(BIN)/python -m flexretrofit.testing_cli tiny-checkpoint $(TINY)/llada
+	$(BIN)/python -m flexretrofit.testing_cli tiny-data $(TINY)/data
+	rm -rf runs/tiny_retrofit
+	DS_ACCELERATOR=cpu $(BIN)/python recipes/retrofit_llada.py --config recipes/configs/tiny_retrofit_cpu.yaml
+
+## GSM8K-format and infill tuning of the smoke retrofit, and the LLaDA MDM baseline on the same data
+smoke-instruct: $(STAMP) smoke-retrofit
+	rm -rf runs/tiny_instruct_gsm8k runs/tiny_instruct_infill runs/tiny_instruct_mdm
+	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_gsm8k_cpu.yaml
+	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_infill_cpu.yaml
+	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_mdm_cpu.yaml

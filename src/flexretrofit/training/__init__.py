@@ -1,0 +1,74 @@
+"""Training: recipe configs, builders, objectives, the Accelerate trainer, checkpoints and export.
+
+Recipes (``recipes/retrofit_llada.py``, ``recipes/instruct.py``) compose these pieces top to bottom::
+
+    config = load_config(path, overrides)
+    accelerator = build_accelerator(config)
+    validate_config(config, accelerator.num_processes)      # every check before any weight is loaded
+    tokenizer = build_tokenizer(config.model)
+    model = build_model(config.model, config.lora)
+    train_set, eval_set = build_datasets(config, tokenizer)
+    trainer = Trainer(config, accelerator, model, train_set, eval_set, tokenizer)
+    trainer.train()
+    trainer.export()
+"""
+
+from flexretrofit.training.builders import (
+    WarmupCosine,
+    base_model,
+    build_accelerator,
+    build_datasets,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_tokenizer,
+)
+from flexretrofit.training.checkpointing import (
+    export_model,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from flexretrofit.training.config import (
+    ConfigError,
+    RecipeConfig,
+    batch_layout,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    parse_recipe_args,
+    validate_config,
+)
+from flexretrofit.training.metrics import MetricsLogger, read_log
+from flexretrofit.training.objectives import FlexMDMObjective, GatheredLogitsLLaDA, LossParts, MDMObjective
+from flexretrofit.training.trainer import Trainer
+
+__all__ = [
+    "ConfigError",
+    "FlexMDMObjective",
+    "GatheredLogitsLLaDA",
+    "LossParts",
+    "MDMObjective",
+    "MetricsLogger",
+    "RecipeConfig",
+    "Trainer",
+    "WarmupCosine",
+    "base_model",
+    "batch_layout",
+    "build_accelerator",
+    "build_datasets",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "build_tokenizer",
+    "config_from_dict",
+    "export_model",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_config",
+    "parse_overrides",
+    "parse_recipe_args",
+    "read_log",
+    "save_checkpoint",
+    "validate_config",
+]

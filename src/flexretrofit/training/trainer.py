@@ -1,0 +1,398 @@
+"""The training loop: an explicit Accelerate loop (torchtune style) for FlexMDM and the LLaDA MDM baseline.
+
+Why an explicit loop and not the Hugging Face ``Trainer``: the things that decide whether a diffusion
+retrofit is right are easier to get right, and to read, when they are written out:
+
+- **loss normalisation**: a step's loss is the sum of its weighted terms divided *once* by the number of
+  loss tokens of the whole step, counted over every accumulation step and every rank (all-reduced before
+  the first forward), not a mean of per-micro-batch means;
+- **stratified times across the global batch**: every micro-batch of a step is a slot of one global batch
+  (slot ``rank * accumulation + m``), so the times of a step form one low-discrepancy grid and the noise of
+  a sample depends on its place in the global batch only, not on how that batch is split over processes;
+- **exact resume**: the data position (the length-grouped sampler's ``(epoch, position)``), the scheduler,
+  the RNG and the step are saved with the weights and optimizer, and the noise and dropout of each
+  micro-batch are seeded from (seed, step, slot), so a resumed run continues with the same losses as an
+  uninterrupted one, and a 2-process run computes what a 1-process run with 2 accumulation steps does.
+
+One step, in order: take the next global batch of sample indices; keep this rank's slice; split it into
+``accumulation`` micro-batches; noise each with its slot's collator; all-reduce the loss-token count; for
+each micro-batch run the objective and backward; clip, step the optimizer and the learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, MDMCollator
+from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
+from flexretrofit.training.checkpointing import export_model, load_checkpoint, resolve_resume, save_checkpoint
+from flexretrofit.training.config import RecipeConfig, batch_layout
+from flexretrofit.training.metrics import MetricsLogger
+from flexretrofit.training.objectives import FlexMDMObjective, GatheredLogitsLLaDA, MDMObjective
+
+Callback = Callable[["Trainer", dict[str, Any]], None]
+
+
+class Trainer:
+    """Train a FlexMDM (or the LLaDA MDM baseline) with Accelerate: single process, DDP or DeepSpeed ZeRO-3.
+
+    Args:
+        config: the recipe config (its ``optim``, ``train``, ``eval``, ``export`` sections are used here).
+        accelerator: from :func:`~flexretrofit.training.builders.build_accelerator`.
+        model: from :func:`~flexretrofit.training.builders.build_model` (not yet prepared).
+        train_dataset / eval_dataset: samples with ``input_ids``, ``prompt_mask`` and ``length``.
+        tokenizer: saved with the export.
+        callbacks: called as ``callback(trainer, metrics)`` after every optimizer step.
+    """
+
+    def __init__(
+        self,
+        config: RecipeConfig,
+        accelerator: Accelerator,
+        model: nn.Module,
+        train_dataset,
+        eval_dataset=None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.config = config
+        self.accelerator = accelerator
+        self.tokenizer = tokenizer
+        self.callbacks = list(callbacks)
+        self.train_dataset = train_dataset
+        self.world_size = accelerator.num_processes
+        self.rank = accelerator.process_index
+        self.micro_batch_size, self.accumulation = batch_layout(config.train, self.world_size)
+        self.output_dir = Path(config.train.output_dir)
+        self.step = 0
+        self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
+
+        self.is_mdm = isinstance(model, GatheredLogitsLLaDA)
+        model_config = base_model(model).config
+        self.objective = (
+            MDMObjective()
+            if self.is_mdm
+            else FlexMDMObjective(model_config.insertion_schedule, model_config.unmask_schedule)
+        )
+        self.collators = [
+            self._collator(model_config, slot, self.world_size * self.accumulation, config.train.seed)
+            for slot in self._slots()
+        ]
+
+        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        optimizer = build_optimizer(model, config.optim)
+        # The schedule is stepped here once per optimizer step and saved as JSON; Accelerate never sees it.
+        self.scheduler = build_scheduler(optimizer, config.optim, config.train.max_steps)
+        accelerator.gradient_accumulation_steps = self.accumulation
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            self._configure_deepspeed()
+        elif config.train.mixed_precision != "no":
+            # Autocast computes in bf16; the trained weights and AdamW state stay in fp32.
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.float()
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        if accelerator.gradient_accumulation_steps != self.accumulation:
+            raise RuntimeError(
+                f"Accelerate uses {accelerator.gradient_accumulation_steps} accumulation steps, the config needs "
+                f"{self.accumulation}; remove gradient_accumulation_steps from the accelerate / DeepSpeed config."
+            )
+
+        self.sampler = LengthGroupedBatchSampler(
+            train_dataset["length"],
+            config.train.global_batch_size,
+            mega_batch_factor=config.data.mega_batch_factor if config.data.length_grouping else 1,
+            seed=config.train.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        self.eval_batches = self._fixed_eval_batches(eval_dataset, model_config)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _slots(self) -> range:
+        """This rank's slots of the global batch: rank r owns slots r * accumulation + m."""
+        return range(self.rank * self.accumulation, (self.rank + 1) * self.accumulation)
+
+    def _collator(self, model_config, slot: int, num_slots: int, seed: int):
+        ids = dict(pad_token_id=model_config.pad_token_id, mask_token_id=model_config.mask_token_id)
+        if self.is_mdm:
+            return MDMCollator(**ids, rank=slot, world_size=num_slots, seed=seed)
+        return FlexMDMCollator(
+            **ids,
+            insertion_schedule=model_config.insertion_schedule,
+            unmask_schedule=model_config.unmask_schedule,
+            rank=slot,
+            world_size=num_slots,
+            seed=seed,
+        )
+
+    def _configure_deepspeed(self) -> None:
+        """Batch layout and clipping from the recipe config, so the two configs cannot disagree."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = self.micro_batch_size
+        ds["gradient_accumulation_steps"] = self.accumulation
+        ds["train_batch_size"] = self.config.train.global_batch_size
+        ds["gradient_clipping"] = self.config.optim.max_grad_norm
+        plugin.gradient_accumulation_steps = self.accumulation
+
+    def _fixed_eval_batches(self, eval_dataset, model_config) -> list[dict[str, torch.Tensor]]:
+        """The evaluation subset, noised once with fixed seeds: every evaluation sees the same x_t and t."""
+        if eval_dataset is None or len(eval_dataset) == 0:
+            return []
+        size, seed = self.config.eval.batch_size, self.config.eval.seed
+        collator = self._collator(model_config, 0, 1, seed)
+        samples = _rows(eval_dataset, range(len(eval_dataset)))
+        return [collator.noise(collator.pad(samples[i : i + size]), i) for i in range(0, len(samples), size)]
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Run (or resume) training up to ``train.max_steps`` (or ``train.stop_at_step``); returns the last
+        step's metrics. Checkpoints every ``train.save_every`` steps and at the end."""
+        config = self.config.train
+        resume = resolve_resume(config.resume_from, self.output_dir)
+        if resume is not None:
+            self._load(resume)
+        self.logger.log(
+            "start",
+            step=self.step,
+            distributed_type=self.accelerator.distributed_type.value,
+            num_processes=self.world_size,
+            micro_batch_size=self.micro_batch_size,
+            gradient_accumulation_steps=self.accumulation,
+            global_batch_size=config.global_batch_size,
+            trainable_parameters=self.trainable_parameters,
+            train_samples=len(self.train_dataset),
+            mixed_precision=config.mixed_precision,
+        )
+        stop = config.stop_at_step or config.max_steps
+        first_step = self.step
+        batches = iter(self.sampler)
+        metrics: dict[str, Any] = {}
+        while self.step < stop:
+            started = time.perf_counter()
+            indices = next(batches, None)
+            if indices is None:  # end of an epoch; the sampler moves on to the next
+                batches = iter(self.sampler)
+                continue
+            samples = _rows(self.train_dataset, indices)
+            micro_batches = self._noise(samples)
+            metrics = self.train_step(micro_batches, num_tokens=sum(len(s["input_ids"]) for s in samples))
+            self.step += 1
+            metrics.update(step=self.step, step_time=time.perf_counter() - started)
+            metrics["tokens_per_s"] = metrics["tokens"] / metrics["step_time"]
+            if self.step % config.log_every == 0 or self.step == stop:
+                self.logger.log("train", **metrics)
+            if self.config.eval.every and self.step % self.config.eval.every == 0:
+                self.evaluate()
+            if config.save_every and self.step % config.save_every == 0 and self.step < stop:
+                self.save()
+            for callback in self.callbacks:
+                callback(self, metrics)
+        if self.step > first_step:  # a resumed run that was already complete saves nothing new
+            if self.eval_batches and not (self.config.eval.every and self.step % self.config.eval.every == 0):
+                self.evaluate()
+            self.save()
+        self.logger.log("end", step=self.step)
+        return metrics
+
+    def _noise(self, samples: list[dict]) -> list[dict[str, torch.Tensor]]:
+        """This rank's slice of the global batch -> one noised micro-batch per accumulation slot."""
+        size = self.micro_batch_size
+        return [
+            collator.noise(collator.pad(samples[m * size : (m + 1) * size]), self.step)
+            for m, collator in enumerate(self.collators)
+        ]
+
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], num_tokens: int = 0) -> dict[str, Any]:
+        """One optimizer step over this rank's micro-batches.
+
+        The loss is normalised once by the global loss-token count (all ranks, all micro-batches). Accelerate
+        / DeepSpeed divide each backward by the accumulation steps and average gradients over ranks; the
+        loss is multiplied by ``world_size * accumulation`` to undo both, so the gradient is exactly that
+        of (sum of the step's terms) / (global count).
+        """
+        accelerator, model = self.accelerator, self.model
+        if len(micro_batches) != self.accumulation:
+            raise ValueError(f"expected {self.accumulation} micro-batches, got {len(micro_batches)}")
+        model.train()
+        device = accelerator.device
+        local = torch.tensor(
+            [sum(int(b["num_loss_tokens"]) for b in micro_batches), num_tokens],
+            dtype=torch.float64,
+            device=device,
+        )
+        loss_tokens, tokens = accelerator.reduce(local, reduction="sum").tolist()
+        normalizer = torch.tensor(loss_tokens, dtype=torch.float32, device=device)
+        scale = self.world_size * self.accumulation
+        totals = torch.zeros(1 + len(self.objective.part_names), dtype=torch.float64, device=device)
+        grad_norm = None
+        for m, batch in enumerate(micro_batches):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            # Dropout draws from a generator seeded by (seed, step, slot), like the collators' noise: the
+            # same sample gets the same mask whatever the process layout, and a resumed run continues it.
+            torch.manual_seed(slot_seed(self.config.train.seed, self.step, self._slots()[m]))
+            with accelerator.accumulate(model):
+                if accelerator.sync_gradients != (m == len(micro_batches) - 1):
+                    raise RuntimeError(
+                        "Accelerate's accumulation counter is out of step with the micro-batches."
+                    )
+                out = self.objective(model, batch, normalizer)
+                accelerator.backward(out.loss * scale)
+                parts = [out.loss.detach()] + [out.parts[name] for name in self.objective.part_names]
+                totals += torch.stack(parts).double()
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(
+                        model.parameters(), self.config.optim.max_grad_norm
+                    )
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        # The learning rates this step used, before the schedule moves on.
+        lrs = {
+            f"lr_{group.get('name', i)}": lr
+            for i, (group, lr) in enumerate(
+                zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr())
+            )
+        }
+        self.scheduler.step()
+        totals = accelerator.reduce(totals, reduction="sum").tolist()
+        metrics = {"loss": totals[0], **dict(zip(self.objective.part_names, totals[1:])), **lrs}
+        metrics.update(
+            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            loss_tokens=int(loss_tokens),
+            tokens=int(tokens),
+        )
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss on the fixed evaluation subset: the sums of all batches divided by their total token count.
+
+        Batches are shared out over the ranks; under ZeRO-3 every rank must run the same number of forward
+        passes, so a rank with nothing left repeats its first batch with weight 0.
+        """
+        if not self.eval_batches:
+            return {}
+        self.model.eval()
+        device = self.accelerator.device
+        mine = self.eval_batches[self.rank :: self.world_size]
+        rounds = -(-len(self.eval_batches) // self.world_size)
+        totals = torch.zeros(2 + len(self.objective.part_names), dtype=torch.float64, device=device)
+        for i in range(rounds):
+            weight = 1.0 if i < len(mine) else 0.0
+            batch = {
+                k: v.to(device) for k, v in (mine[i] if mine and weight else self.eval_batches[0]).items()
+            }
+            out = self.objective(self.model, batch, 1.0)  # normaliser 1: sums
+            parts = [out.loss.detach()] + [out.parts[name] for name in self.objective.part_names]
+            totals[:-1] += weight * torch.stack(parts).double()
+            totals[-1] += weight * int(batch["num_loss_tokens"])
+        totals = self.accelerator.reduce(totals, reduction="sum").tolist()
+        count = max(totals[-1], 1.0)
+        results = {"eval_loss": totals[0] / count}
+        results.update(
+            {f"eval_{name}": value / count for name, value in zip(self.objective.part_names, totals[1:-1])}
+        )
+        self.logger.log("eval", step=self.step, **results, eval_tokens=int(totals[-1]))
+        self.model.train()
+        return results
+
+    # -- checkpoints and export --------------------------------------------------------------
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "scheduler": _jsonable(self.scheduler.state_dict()),
+            "sampler": self.sampler.state_dict(),
+            "world_size": self.world_size,
+            "micro_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.accumulation,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> Path:
+        """Checkpoint the current step (collective)."""
+        path = save_checkpoint(
+            self.accelerator,
+            self.output_dir,
+            self.step,
+            self.trainer_state(),
+            keep=self.config.train.keep_checkpoints,
+        )
+        self.logger.log("checkpoint", step=self.step, path=str(path))
+        return path
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(self.accelerator, path)
+        if state["world_size"] * state["micro_batch_size"] * state["gradient_accumulation_steps"] != (
+            self.config.train.global_batch_size
+        ):
+            raise ValueError(
+                f"checkpoint {path} was trained with a different global batch size; resume with "
+                f"train.global_batch_size={state['world_size'] * state['micro_batch_size'] * state['gradient_accumulation_steps']}."
+            )
+        if (
+            state["world_size"] != self.world_size
+            or state["gradient_accumulation_steps"] != self.accumulation
+        ):
+            # The slot layout is the same, so the data and noise are too; only float summation order differs.
+            self.logger.log(
+                "warning", step=state["step"], message="resuming with another process/accumulation split"
+            )
+        self.scheduler.load_state_dict(state["scheduler"])
+        # The optimizer state restored the learning rates already; setting them keeps every backend in sync.
+        for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        self.logger.log("resume", step=self.step, path=str(path))
+
+    def export(self, export_dir: str | Path | None = None) -> Path:
+        """Write the final model folder (``export.dir``, default ``<output_dir>/final``); collective."""
+        export = self.config.export
+        target = Path(export_dir or export.dir or self.output_dir / "final")
+        dtype = getattr(torch, export.dtype) if export.dtype else None
+        path = export_model(self.accelerator, self.model, self.tokenizer, target, export.lora, dtype)
+        self.logger.log("export", step=self.step, path=str(path), lora=export.lora)
+        return path
+
+
+def slot_seed(seed: int, step: int, slot: int) -> int:
+    """A 63-bit seed for one (step, slot of the global batch); unrelated across tuples."""
+    digest = hashlib.blake2b(f"dropout,{seed},{step},{slot}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _rows(dataset, indices) -> list[dict[str, list]]:
+    """Samples ``{"input_ids", "prompt_mask"}`` at ``indices`` (one columnar read, then rows)."""
+    indices = list(indices)
+    columns = dataset.select_columns(["input_ids", "prompt_mask"])[indices]
+    return [
+        {"input_ids": ids, "prompt_mask": mask}
+        for ids, mask in zip(columns["input_ids"], columns["prompt_mask"])
+    ]
+
+
+def _jsonable(value: Any) -> Any:
+    """Scheduler state as JSON: numbers and lists pass, anything else (a callable) becomes None."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return None

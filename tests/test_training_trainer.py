@@ -1,0 +1,234 @@
+"""Trainer: one normalisation under accumulation, exact resume (planned stop and real crash), logs, eval."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from flexretrofit.testing import save_tiny_llada_checkpoint
+from flexretrofit.testing_cli import write_tiny_data
+from flexretrofit.training import (
+    Trainer,
+    build_accelerator,
+    build_datasets,
+    build_model,
+    build_tokenizer,
+    config_from_dict,
+    list_checkpoints,
+    read_log,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    save_tiny_llada_checkpoint(root / "llada")
+    return root, write_tiny_data(root / "data")
+
+
+def tiny_config(tiny, out_dir, **changes):
+    """The tiny CPU retrofit config with its paths under pytest's tmp dirs; ``changes``: {"train.max_steps": 4}."""
+    root, data = tiny
+    values = yaml.safe_load((REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml").read_text())
+    values["model"]["init_from"] = str(root / "llada")
+    values["data"]["sources"] = [{"path": str(data["corpus"])}]
+    values["train"]["output_dir"] = str(out_dir)
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        values[section][key] = value
+    return config_from_dict(values)
+
+
+def make_trainer(config, callbacks=()):
+    """What the recipe does, in-process."""
+    accelerator = build_accelerator(config)
+    validate_config(config, accelerator.num_processes)
+    tokenizer = build_tokenizer(config.model)
+    model = build_model(config.model, config.lora, seed=config.train.seed)
+    train_set, eval_set = build_datasets(config, tokenizer)
+    return Trainer(config, accelerator, model, train_set, eval_set, tokenizer, callbacks=callbacks)
+
+
+def train_losses(output_dir):
+    return {r["step"]: r["loss"] for r in read_log(Path(output_dir) / "log.jsonl", "train")}
+
+
+def trained_weights(trainer):
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+
+# -- loss normalisation ------------------------------------------------------------------------
+
+
+def rows(batch, start, stop):
+    """Rows [start, stop) of a collated FlexMDM batch (the MASK-position tensors re-indexed)."""
+    keep = (batch["masked_row"] >= start) & (batch["masked_row"] < stop)
+    part = {
+        k: batch[k][start:stop]
+        for k in (
+            "xt",
+            "xt_attention_mask",
+            "t",
+            "logits_positions",
+            "slot_gaps",
+            "slot_valid",
+            "non_prompt_lengths",
+        )
+    }
+    part["masked_targets"] = batch["masked_targets"][keep]
+    part["masked_row"] = batch["masked_row"][keep] - start
+    part["num_loss_tokens"] = part["non_prompt_lengths"].sum()
+    return part
+
+
+def step_with_captured_gradients(trainer, micro_batches):
+    """Run one train_step; return its metrics and the (clipped) gradients the optimizer stepped with."""
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    captured = {}
+
+    def capture(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                captured[names[id(p)]] = p.grad.detach().clone()
+
+    handle = trainer.optimizer.optimizer.register_step_pre_hook(capture)
+    metrics = trainer.train_step(micro_batches)
+    handle.remove()
+    return metrics, captured
+
+
+def test_accumulation_2x2_equals_one_micro_batch_of_4(tiny, tmp_path):
+    common = {"lora.dropout": 0.0, "train.global_batch_size": 4, "eval.num_samples": 0}
+    single = make_trainer(tiny_config(tiny, tmp_path / "a", **common, **{"train.micro_batch_size": 4}))
+    assert single.accumulation == 1
+    samples = [single.train_dataset[i] for i in (0, 1, 5, 9)]
+    batch = single.collators[0].noise(single.collators[0].pad(samples), step=0)
+    halves = [rows(batch, 0, 2), rows(batch, 2, 4)]
+    # Different token counts per half: a per-micro-batch mean would weight them differently.
+    assert int(halves[0]["num_loss_tokens"]) != int(halves[1]["num_loss_tokens"])
+    metrics_one, grads_one = step_with_captured_gradients(single, [batch])
+    weights_one = trained_weights(single)
+
+    accumulated = make_trainer(tiny_config(tiny, tmp_path / "b", **common, **{"train.micro_batch_size": 2}))
+    assert accumulated.accumulation == 2
+    metrics_two, grads_two = step_with_captured_gradients(accumulated, halves)
+    weights_two = trained_weights(accumulated)
+
+    assert metrics_one["loss_tokens"] == metrics_two["loss_tokens"] == int(batch["num_loss_tokens"])
+    for key in ("loss", "unmask_loss", "insertion_loss", "grad_norm"):
+        assert metrics_two[key] == pytest.approx(metrics_one[key], rel=1e-5), key
+    assert grads_one.keys() == grads_two.keys() and len(grads_one) > 0
+    for name in grads_one:
+        torch.testing.assert_close(grads_two[name], grads_one[name], atol=1e-6, rtol=1e-4, msg=name)
+    for name in weights_one:
+        torch.testing.assert_close(weights_two[name], weights_one[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+RUN = {"train.max_steps": 6, "train.save_every": 3, "eval.every": 3}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    trainer = make_trainer(tiny_config(tiny, out, **RUN))
+    trainer.train()
+    return out, train_losses(out), trained_weights(trainer)
+
+
+def test_stop_and_resume_continues_exactly(tiny, tmp_path, uninterrupted):
+    _, losses, weights = uninterrupted
+    first = make_trainer(tiny_config(tiny, tmp_path, **RUN, **{"train.stop_at_step": 3}))
+    first.train()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000003"]
+    state = json.loads((list_checkpoints(tmp_path)[0] / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["sampler"]["position"] == 3
+
+    resumed = make_trainer(tiny_config(tiny, tmp_path, **RUN, **{"train.resume_from": "latest"}))
+    resumed.train()
+    assert train_losses(tmp_path) == losses  # steps 1-3 from the first run, 4-6 after resuming: bit-identical
+    resumed_weights = trained_weights(resumed)
+    for name, value in weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, atol=0, rtol=0, msg=name)
+    evals = read_log(tmp_path / "log.jsonl", "eval")
+    reference = read_log(uninterrupted[0] / "log.jsonl", "eval")
+    assert [e["eval_loss"] for e in evals] == [e["eval_loss"] for e in reference]
+
+
+CRASHING_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_training_trainer import make_trainer, tiny_config
+from pathlib import Path
+config = tiny_config((Path({root!r}), {{"corpus": {corpus!r}}}), {out!r}, **{changes!r})
+
+def crash(trainer, metrics):
+    if trainer.step == 5:  # after the step-3 checkpoint, before the next one: no cleanup, no save
+        os.kill(os.getpid(), signal.SIGKILL)
+
+make_trainer(config, callbacks=[crash]).train()
+"""
+
+
+def test_resume_after_a_real_crash(tiny, tmp_path, uninterrupted):
+    root, data = tiny
+    script = CRASHING_RUN.format(
+        tests=str(REPO / "tests"), root=str(root), out=str(tmp_path), changes=RUN, corpus=str(data["corpus"])
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000003"]
+    assert max(train_losses(tmp_path)) == 5  # it died after logging step 5
+
+    resumed = make_trainer(tiny_config(tiny, tmp_path, **RUN, **{"train.resume_from": "latest"}))
+    resumed.train()
+    resume = read_log(tmp_path / "log.jsonl", "resume")
+    assert [r["step"] for r in resume] == [3]
+    after = [r for r in read_log(tmp_path / "log.jsonl", "train")][-3:]
+    assert [(r["step"], r["loss"]) for r in after] == [(s, uninterrupted[1][s]) for s in (4, 5, 6)]
+
+
+def test_unfinished_checkpoint_folders_are_never_resumed(tiny, tmp_path, uninterrupted):
+    out = uninterrupted[0]
+    assert [p.name for p in list_checkpoints(out)] == ["step_0000003", "step_0000006"]
+    (out / "checkpoints" / "step_0000009.tmp").mkdir()  # what a crash during a save leaves
+    assert list_checkpoints(out)[-1].name == "step_0000006"
+
+
+# -- logs and evaluation -------------------------------------------------------------------------
+
+
+def test_log_records_both_loss_parts_throughput_and_layout(uninterrupted):
+    out, losses, _ = uninterrupted
+    start = read_log(out / "log.jsonl", "start")[0]
+    assert start["distributed_type"] == "NO" and start["num_processes"] == 1
+    assert start["gradient_accumulation_steps"] == 2 and start["micro_batch_size"] == 4
+    for record in read_log(out / "log.jsonl", "train"):
+        assert record["loss"] == pytest.approx(record["unmask_loss"] + record["insertion_loss"], rel=1e-6)
+        assert record["tokens_per_s"] > 0 and record["tokens"] >= record["loss_tokens"] > 0
+        assert record["lr_main"] > 0 and record["lr_new_modules"] > 0
+    # Warmup then cosine: the logged learning rates follow the schedule (warmup 25% of 6 = 2 steps).
+    lrs = [r["lr_main"] for r in read_log(out / "log.jsonl", "train")]
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3) and lrs[-1] < lrs[2]
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+
+
+def test_eval_loss_is_fixed_for_a_fixed_model(tiny, tmp_path):
+    trainer = make_trainer(tiny_config(tiny, tmp_path, **{"eval.num_samples": 8, "eval.batch_size": 3}))
+    assert len(trainer.eval_batches) == 3  # 8 samples in batches of 3
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert first == second and first["eval_loss"] > 0
+    assert first["eval_loss"] == pytest.approx(first["eval_unmask_loss"] + first["eval_insertion_loss"])
