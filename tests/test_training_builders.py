@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flexretrofit.models import LLaDAModelLM
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
@@ -18,7 +19,6 @@ from flexretrofit.training import (
     config_from_dict,
 )
 from flexretrofit.training.builders import is_new_module_parameter
-from flexretrofit.training.objectives import GatheredLogitsLLaDA
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,13 @@ def test_full_fine_tuning_and_the_mdm_baseline(tiny):
     assert all(p.requires_grad for p in model.parameters())
     mdm = config(tiny, model={"kind": "mdm", "flex_config": {}})
     baseline = build_model(mdm.model, mdm.lora)
-    assert isinstance(baseline, GatheredLogitsLLaDA)
+    assert isinstance(baseline.get_base_model(), LLaDAModelLM)
     ids = torch.tensor([[5, 6, 7, 8]])
     positions = torch.tensor([[False, True, False, True]])
-    logits = baseline(ids, torch.ones_like(ids, dtype=torch.bool), positions)
-    assert logits.shape == (2, baseline.llada.get_output_embeddings().out_features)
+    out = baseline(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), logits_positions=positions)
+    full = baseline(input_ids=ids).logits
+    assert out.logits.shape == (2, full.shape[-1])
+    torch.testing.assert_close(out.logits, full[positions])
 
 
 def test_warmup_cosine_schedule():

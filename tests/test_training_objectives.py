@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from flexretrofit.data import FlexMDMCollator, MDMCollator
 from flexretrofit.diffusion import flexmdm_loss
 from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm, tiny_llada
-from flexretrofit.training.objectives import FlexMDMObjective, GatheredLogitsLLaDA, MDMObjective
+from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_mdm_objective_is_llada_loss(samples):
     llada = tiny_llada(seed=0)
     collator = MDMCollator(llada.config.pad_token_id, llada.config.mask_token_id, seed=5)
     batch = collator(samples, step=0)
-    out = MDMObjective()(GatheredLogitsLLaDA(llada), batch, normalizer=batch["num_loss_tokens"])
+    out = MDMObjective()(llada, batch, normalizer=batch["num_loss_tokens"])
 
     logits = llada(batch["xt"], attention_mask=batch["xt_attention_mask"]).logits  # [B, L, V]
     masked = batch["logits_positions"]

@@ -36,7 +36,8 @@ _CORPUS = [
     "<answer>\\boxed{72}</answer> The answer is 72. 1,000 + 2,500 = 3,500; -7 * 3 = -21; 0.5 * 4 = 2.",
     "def add(a, b):\n    return a + b\n\n\ndef fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
     "for i in range(10):\n    print(i)\nwhile x > 0:\n    x -= 1\nreturn [x for x in xs if x % 2 == 0]\n",
-    "maze 5x5 walls: 9 a c 3 6 5 start 0,0 goal 4,4 path: R R D D L D R R D",
+    "maze 7x7 walls: 0 1 2 3 4 5 6 7 8 9 a b c d e f start 0,0 goal 6,6 path: U D L R U D L R",
+    "maze 5x5 walls: f e d c b a 9 8 7 6 5 4 3 2 1 0 start 4,4 goal 0,0 path: R L D U R L D U",
     "user assistant system You are a helpful assistant. Solve the problem step by step.",
     "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 25 30 40 50 60 70 80 90 100",
 ]

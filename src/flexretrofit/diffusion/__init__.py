@@ -8,6 +8,7 @@ from flexretrofit.diffusion.loss import (
     FlexMDMLoss,
     flexmdm_loss,
     masked_positions_and_targets,
+    mdm_loss,
     poisson_bregman,
     stratified_times,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "build_schedule",
     "flexmdm_loss",
     "masked_positions_and_targets",
+    "mdm_loss",
     "poisson_bregman",
     "register_schedule",
     "sample_interpolant",

@@ -93,6 +93,24 @@ def masked_positions_and_targets(sample: InterpolantSample) -> tuple[Tensor, Ten
     return logits_positions, targets, rows
 
 
+def mdm_loss(
+    masked_logits: Tensor, masked_targets: Tensor, masked_weights: Tensor, normalizer: float | Tensor
+) -> Tensor:
+    """LLaDA's masked-diffusion loss (the MDM baseline): ``sum over MASK of w * CE / normalizer``.
+
+    Args:
+        masked_logits: ``[N, V]`` logits at the MASK positions; masked_targets: ``[N]`` clean tokens there.
+        masked_weights: ``[N]`` per-token weights (LLaDA: ``1 / t`` of the token's row).
+        normalizer: what the sum is divided by (the number of non-prompt tokens; counts below 1 are taken as 1).
+
+    Returns:
+        A float32 scalar.
+    """
+    cross_entropy = F.cross_entropy(masked_logits.float(), masked_targets, reduction="none")  # [N]
+    normalizer = torch.as_tensor(normalizer, device=masked_logits.device, dtype=torch.float32).clamp_min(1.0)
+    return (masked_weights.to(cross_entropy) * cross_entropy).sum() / normalizer
+
+
 def flexmdm_loss(
     masked_logits: Tensor,
     masked_targets: Tensor,

@@ -376,17 +376,23 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         block_modulation: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
+        logits_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> LLaDAOutput:
         """input_ids ``[B, L]``; attention_mask ``[B, L]`` key-padding mask (None = all real, as published);
-        block_modulation ``[B, n_layers, 4, d]`` (None = plain LLaDA).
+        block_modulation ``[B, n_layers, 4, d]`` (None = plain LLaDA); logits_positions ``[B, L]`` bool:
+        project to the vocabulary only there (logits ``[N, V]`` in row-major order, as ``x[mask]``).
 
-        Returns :class:`LLaDAOutput` with logits ``[B, L, V]`` and last_hidden_state ``[B, L, d]``.
+        Returns :class:`LLaDAOutput` with logits ``[B, L, V]`` (or ``[N, V]``) and last_hidden_state ``[B, L, d]``.
         """
         if input_ids is None and inputs_embeds is None:
             raise ValueError("pass input_ids [B, L] (or inputs_embeds [B, L, d])")
         hidden = self.model(input_ids, attention_mask, block_modulation, inputs_embeds)
-        logits = self.get_output_embeddings()(hidden) if compute_logits else None
+        logits = None
+        if logits_positions is not None:
+            logits = self.get_output_embeddings()(hidden[logits_positions.bool()])
+        elif compute_logits:
+            logits = self.get_output_embeddings()(hidden)
         return LLaDAOutput(logits=logits, last_hidden_state=hidden)
 
     @classmethod

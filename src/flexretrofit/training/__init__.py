@@ -40,13 +40,12 @@ from flexretrofit.training.config import (
     validate_config,
 )
 from flexretrofit.training.metrics import MetricsLogger, read_log
-from flexretrofit.training.objectives import FlexMDMObjective, GatheredLogitsLLaDA, LossParts, MDMObjective
+from flexretrofit.training.objectives import FlexMDMObjective, LossParts, MDMObjective
 from flexretrofit.training.trainer import Trainer
 
 __all__ = [
     "ConfigError",
     "FlexMDMObjective",
-    "GatheredLogitsLLaDA",
     "LossParts",
     "MDMObjective",
     "MetricsLogger",

@@ -39,7 +39,6 @@ from flexretrofit.training.config import (
     OptimConfig,
     RecipeConfig,
 )
-from flexretrofit.training.objectives import GatheredLogitsLLaDA
 
 
 def build_accelerator(config: RecipeConfig) -> Accelerator:
@@ -102,13 +101,11 @@ def build_model(model: ModelConfig, lora: LoRAConfig, seed: int = 0) -> nn.Modul
         net = apply_lora(net, lora.targets, r=lora.r, alpha=lora.alpha, dropout=lora.dropout)
     else:
         net.requires_grad_(True)
-    return GatheredLogitsLLaDA(net) if model.kind == "mdm" else net
+    return net
 
 
 def base_model(model: nn.Module) -> nn.Module:
-    """The FlexMDM or LLaDA inside the training wrappers (:class:`GatheredLogitsLLaDA`, PEFT)."""
-    if isinstance(model, GatheredLogitsLLaDA):
-        model = model.llada
+    """The FlexMDM or LLaDA inside a PEFT wrapper (or ``model`` itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

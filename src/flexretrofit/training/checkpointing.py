@@ -162,9 +162,6 @@ def export_model(
     export_dir = Path(export_dir)
     full_state = gather_full_state(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
-    if hasattr(unwrapped, "llada"):  # GatheredLogitsLLaDA: export the LLaDA inside
-        full_state = {k.removeprefix("llada."): v for k, v in full_state.items()}
-        unwrapped = unwrapped.llada
     if accelerator.is_main_process:
         rebuilt = _rebuild_on_meta(unwrapped, full_state)
         if dtype is not None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flexretrofit.diffusion import Schedule, build_schedule, flexmdm_loss
+from flexretrofit.diffusion import Schedule, build_schedule, flexmdm_loss, mdm_loss
 
 
 @dataclass
@@ -61,33 +59,20 @@ class FlexMDMObjective:
         return LossParts(loss=losses.loss, parts=parts)
 
 
-class GatheredLogitsLLaDA(nn.Module):
-    """A LLaDA backbone that projects to the vocabulary only at requested positions (the MDM baseline's
-    counterpart of FlexMDM's ``logits_positions``), so both models train through one forward call.
-
-    ``forward(input_ids [B, L], attention_mask [B, L], logits_positions [B, L])`` -> logits ``[N, V]``.
-    """
-
-    def __init__(self, llada: nn.Module):
-        super().__init__()
-        self.llada = llada
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, logits_positions: Tensor) -> Tensor:
-        hidden = self.llada(input_ids, attention_mask=attention_mask, compute_logits=False).last_hidden_state
-        return self.llada.get_output_embeddings()(hidden[logits_positions.bool()])
-
-
 class MDMObjective:
     """LLaDA's loss: ``sum over MASK of CE / t``, divided by the normaliser (non-prompt tokens of the step).
 
-    Takes a :class:`GatheredLogitsLLaDA` and a batch from :class:`~flexretrofit.data.MDMCollator`.
+    Takes a :class:`~flexretrofit.models.LLaDAModelLM` (possibly inside PEFT) and a batch from
+    :class:`~flexretrofit.data.MDMCollator`.
     """
 
     part_names = ("unmask_loss",)
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], normalizer: Tensor | float) -> LossParts:
-        logits = model(batch["xt"], batch["xt_attention_mask"], batch["logits_positions"])
-        cross_entropy = F.cross_entropy(logits.float(), batch["masked_targets"], reduction="none")  # [N]
-        normalizer = torch.as_tensor(normalizer, device=logits.device, dtype=torch.float32).clamp_min(1.0)
-        loss = (batch["masked_weights"].to(cross_entropy) * cross_entropy).sum() / normalizer
+        logits = model(
+            input_ids=batch["xt"],
+            attention_mask=batch["xt_attention_mask"],
+            logits_positions=batch["logits_positions"],
+        ).logits
+        loss = mdm_loss(logits, batch["masked_targets"], batch["masked_weights"], normalizer)
         return LossParts(loss=loss, parts={"unmask_loss": loss.detach()})

@@ -38,7 +38,7 @@ from flexretrofit.training.builders import base_model, build_optimizer, build_sc
 from flexretrofit.training.checkpointing import export_model, load_checkpoint, resolve_resume, save_checkpoint
 from flexretrofit.training.config import RecipeConfig, batch_layout
 from flexretrofit.training.metrics import MetricsLogger
-from flexretrofit.training.objectives import FlexMDMObjective, GatheredLogitsLLaDA, MDMObjective
+from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -77,8 +77,8 @@ class Trainer:
         self.step = 0
         self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
 
-        self.is_mdm = isinstance(model, GatheredLogitsLLaDA)
         model_config = base_model(model).config
+        self.is_mdm = model_config.model_type == "llada"
         self.objective = (
             MDMObjective()
             if self.is_mdm

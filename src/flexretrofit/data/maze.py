@@ -1,0 +1,566 @@
+"""Maze planning: a procedural task with an exact checker whose answer length varies a lot.
+
+The paper's synthetic length benchmark (method doc, section 1): given a maze, a start and a goal, write
+the path. A fixed-canvas MDM must guess how long the path is before it writes it; FlexMDM inserts as it
+goes. Mazes here are small (5x5 to 7x7 cells) so that a tiny model can learn them on a CPU.
+
+Mazes are perfect (a spanning tree of the grid, carved by a randomized depth-first search), so the
+path between two cells is unique and is the shortest. Each difficulty fixes the grid size and a range
+of path lengths; the path length of an instance is drawn uniformly from that range, so the reference
+length distribution is known exactly (:func:`reference_length_distribution`).
+
+Text format (one token per cell and per move under a byte-level BPE that knows ``" 0".." f"`` and
+``" U" " D" " L" " R"``; see :data:`TOKENIZER_TEXT`)::
+
+    prompt: maze 5x5 walls: 9 5 3 d 3 a d 6 9 6 ... start 1,3 goal 4,0 path:
+    answer:  D L L D R
+
+- ``5x5`` is rows x columns. ``walls`` lists one lowercase hex digit per cell, row by row from the top
+  left: the cell's wall mask, bit 1 = wall above (U), 2 = right (R), 4 = below (D), 8 = left (L). The
+  grid border is always walled.
+- ``start`` / ``goal`` are ``row,column``, zero-based, row 0 at the top.
+- The answer is the moves ``U D L R``, each preceded by one space (so every move is the same token,
+  the first one included). :func:`parse_moves` accepts any whitespace between moves, or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Row and column step of each move; the wall bit that blocks it; the move that undoes it.
+MOVES: dict[str, tuple[int, int]] = {"U": (-1, 0), "R": (0, 1), "D": (1, 0), "L": (0, -1)}
+WALL_BITS: dict[str, int] = {"U": 1, "R": 2, "D": 4, "L": 8}
+OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
+ALL_WALLS = 15
+
+SPLITS = ("train", "validation", "test")
+
+# Text that covers every symbol of the format, to add to a tokenizer's training corpus so that each cell
+# (" 0".." f") and each move (" U" " D" " L" " R") becomes one token.
+TOKENIZER_TEXT = (
+    "maze 7x7 walls: 0 1 2 3 4 5 6 7 8 9 a b c d e f start 0,0 goal 6,6 path: U D L R U D L R\n"
+    "maze 5x5 walls: f e d c b a 9 8 7 6 5 4 3 2 1 0 start 4,4 goal 0,0 path: R L D U R L D U"
+)
+
+
+@dataclass(frozen=True)
+class MazeDifficulty:
+    """A difficulty level: the grid size and the range of path lengths (in moves, both ends included)."""
+
+    name: str
+    height: int
+    width: int
+    min_moves: int
+    max_moves: int
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1 or self.height * self.width < 2:
+            raise ValueError(
+                f"difficulty {self.name!r}: the grid needs at least 2 cells, got {self.height}x{self.width}."
+            )
+        if self.height > 10 or self.width > 10:
+            # Coordinates are written as single digits in the prompt.
+            raise ValueError(
+                f"difficulty {self.name!r}: grids are at most 10x10, got {self.height}x{self.width}."
+            )
+        if not 1 <= self.min_moves <= self.max_moves <= self.height * self.width - 1:
+            raise ValueError(
+                f"difficulty {self.name!r}: need 1 <= min_moves <= max_moves <= cells - 1 = "
+                f"{self.height * self.width - 1}, got {self.min_moves}..{self.max_moves}."
+            )
+
+
+# Path-length ranges overlap a little and each spans a factor of 2.5 or more: the length is part of the task.
+DIFFICULTIES: dict[str, MazeDifficulty] = {
+    "easy": MazeDifficulty("easy", height=5, width=5, min_moves=2, max_moves=10),
+    "medium": MazeDifficulty("medium", height=6, width=6, min_moves=6, max_moves=20),
+    "hard": MazeDifficulty("hard", height=7, width=7, min_moves=12, max_moves=30),
+}
+
+
+@dataclass(frozen=True)
+class MazeInstance:
+    """One task: a maze, a start and a goal cell, and the reference (unique shortest) path.
+
+    ``walls`` holds one 4-bit wall mask per cell, row-major (see the module docstring). The constructor
+    checks that the maze is consistent and that ``path`` is a shortest path from ``start`` to ``goal``.
+    """
+
+    difficulty: str
+    height: int
+    width: int
+    walls: tuple[int, ...]
+    start: tuple[int, int]
+    goal: tuple[int, int]
+    path: tuple[str, ...]
+    canonical_hash: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("walls", "start", "goal", "path"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _validate_walls(self.height, self.width, self.walls)
+        for name in ("start", "goal"):
+            row, col = getattr(self, name)
+            if not (0 <= row < self.height and 0 <= col < self.width):
+                raise ValueError(f"{name} {row},{col} is outside the {self.height}x{self.width} grid.")
+        if self.start == self.goal:
+            raise ValueError(f"start and goal are the same cell {self.start}; the path would be empty.")
+        end, error = walk(self, self.path)
+        if error is not None or end != self.goal:
+            raise ValueError(f"path {''.join(self.path)!r} does not lead from start to goal: {error or end}.")
+        shortest = shortest_path(self.height, self.width, self.walls, self.start, self.goal)
+        if len(self.path) != len(shortest):
+            raise ValueError(f"path has {len(self.path)} moves; the shortest has {len(shortest)}.")
+        key = f"{self.height}x{self.width}:{_hex_walls(self.walls)}:{_cell(self.start)}:{_cell(self.goal)}"
+        object.__setattr__(self, "canonical_hash", hashlib.sha256(key.encode()).hexdigest())
+
+    @property
+    def id(self) -> str:
+        """Stable id from the maze content (not from the split or the generation order)."""
+        return f"maze-{self.canonical_hash[:16]}"
+
+    @property
+    def num_moves(self) -> int:
+        return len(self.path)
+
+    def to_dict(self) -> dict:
+        """The JSONL record: id, difficulty, prompt, answer, num_moves, and the maze for checking."""
+        return {
+            "id": self.id,
+            "difficulty": self.difficulty,
+            "prompt": prompt_text(self),
+            "answer": answer_text(self),
+            "num_moves": self.num_moves,
+            "maze": {
+                "height": self.height,
+                "width": self.width,
+                "walls": list(self.walls),
+                "start": list(self.start),
+                "goal": list(self.goal),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping) -> MazeInstance:
+        """Inverse of :meth:`to_dict`; raises ValueError if the stored texts do not match the maze."""
+        maze = record["maze"]
+        instance = cls(
+            difficulty=record["difficulty"],
+            height=maze["height"],
+            width=maze["width"],
+            walls=maze["walls"],
+            start=tuple(maze["start"]),
+            goal=tuple(maze["goal"]),
+            path=parse_moves(record["answer"]),
+        )
+        if record.get("prompt") != prompt_text(instance) or record.get("id") != instance.id:
+            raise ValueError(
+                f"maze record {record.get('id')!r}: its prompt or id does not match its maze; it was written by "
+                "another version of the format. Regenerate the file with build_splits and save_splits."
+            )
+        return instance
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Verdict of :func:`check_answer`. ``reason`` is one of ``ok``, ``empty``, ``garbage``, ``off_grid``,
+    ``wall``, ``not_at_goal``, ``not_shortest``; ``detail`` says where it went wrong."""
+
+    valid: bool
+    reason: str
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.valid
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def prompt_text(instance: MazeInstance) -> str:
+    """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:``"""
+    cells = " ".join(f"{mask:x}" for mask in instance.walls)
+    return (
+        f"maze {instance.height}x{instance.width} walls: {cells} "
+        f"start {_cell(instance.start)} goal {_cell(instance.goal)} path:"
+    )
+
+
+def answer_text(instance: MazeInstance) -> str:
+    """The reference moves, each preceded by a space: ``" D L L D R"``."""
+    return "".join(f" {move}" for move in instance.path)
+
+
+def parse_moves(text: str) -> tuple[str, ...]:
+    """The moves in generated answer text (special tokens already removed when decoding).
+
+    Whitespace anywhere is ignored (``" R R D"``, ``"RRD"``); any other character than ``U D L R``
+    raises ValueError.
+    """
+    moves = []
+    for position, char in enumerate(text):
+        if char in MOVES:
+            moves.append(char)
+        elif not char.isspace():
+            raise ValueError(f"unexpected character {char!r} at position {position}; moves are U, D, L, R.")
+    return tuple(moves)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking
+# ---------------------------------------------------------------------------------------------
+
+
+def walk(instance: MazeInstance, moves: Iterable[str]) -> tuple[tuple[int, int], tuple[str, str] | None]:
+    """Follow ``moves`` from the start. Returns ``(cell reached, None)``, or ``(cell before the bad move,
+    (reason, detail))`` at the first move that leaves the grid or crosses a wall."""
+    row, col = instance.start
+    for index, move in enumerate(moves):
+        d_row, d_col = MOVES[move]
+        next_row, next_col = row + d_row, col + d_col
+        if not (0 <= next_row < instance.height and 0 <= next_col < instance.width):
+            return (row, col), ("off_grid", f"move {index} ({move}) from {row},{col} leaves the grid")
+        if instance.walls[row * instance.width + col] & WALL_BITS[move]:
+            return (row, col), ("wall", f"move {index} ({move}) from {row},{col} goes through a wall")
+        row, col = next_row, next_col
+    return (row, col), None
+
+
+def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
+    """Exact check of a generated answer: legal moves only, ends at the goal, and shortest length."""
+    try:
+        moves = parse_moves(generated_text)
+    except ValueError as error:
+        return CheckResult(False, "garbage", str(error))
+    if not moves:
+        return CheckResult(False, "empty", "no moves")
+    end, error = walk(instance, moves)
+    if error is not None:
+        return CheckResult(False, *error)
+    if end != instance.goal:
+        return CheckResult(False, "not_at_goal", f"ends at {_cell(end)}, the goal is {_cell(instance.goal)}")
+    if len(moves) != instance.num_moves:
+        return CheckResult(
+            False, "not_shortest", f"{len(moves)} moves; the shortest path has {instance.num_moves}"
+        )
+    return CheckResult(True, "ok")
+
+
+def success_rates(instances: Sequence[MazeInstance], generated_texts: Sequence[str]) -> dict[str, float]:
+    """Fraction of valid answers per difficulty, plus ``"all"``."""
+    if len(instances) != len(generated_texts):
+        raise ValueError(f"got {len(instances)} instances but {len(generated_texts)} generated texts.")
+    if not instances:
+        raise ValueError("no instances to score.")
+    outcomes: dict[str, list[bool]] = defaultdict(list)
+    for instance, text in zip(instances, generated_texts):
+        valid = check_answer(instance, text).valid
+        outcomes[instance.difficulty].append(valid)
+        outcomes["all"].append(valid)
+    return {name: sum(values) / len(values) for name, values in outcomes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def generate_maze(height: int, width: int, rng: random.Random) -> tuple[int, ...]:
+    """A perfect maze carved by randomized depth-first search; one wall mask per cell, row-major."""
+    walls = [ALL_WALLS] * (height * width)
+    visited = [False] * (height * width)
+    stack = [(rng.randrange(height), rng.randrange(width))]
+    visited[stack[0][0] * width + stack[0][1]] = True
+    while stack:
+        row, col = stack[-1]
+        options = [
+            (move, row + d_row, col + d_col)
+            for move, (d_row, d_col) in MOVES.items()
+            if 0 <= row + d_row < height
+            and 0 <= col + d_col < width
+            and not visited[(row + d_row) * width + col + d_col]
+        ]
+        if not options:
+            stack.pop()
+            continue
+        move, next_row, next_col = rng.choice(options)
+        walls[row * width + col] &= ~WALL_BITS[move]
+        walls[next_row * width + next_col] &= ~WALL_BITS[OPPOSITE[move]]
+        visited[next_row * width + next_col] = True
+        stack.append((next_row, next_col))
+    return tuple(walls)
+
+
+def shortest_path(
+    height: int, width: int, walls: Sequence[int], start: tuple[int, int], goal: tuple[int, int]
+) -> tuple[str, ...]:
+    """The moves of a shortest path (breadth-first search); ValueError if the goal is unreachable."""
+    distances, parents = _search(height, width, walls, start)
+    if distances[goal[0] * width + goal[1]] < 0:
+        raise ValueError(f"goal {_cell(goal)} cannot be reached from start {_cell(start)}.")
+    return _trace(parents, width, goal)
+
+
+def sample_instance(
+    difficulty: str | MazeDifficulty, rng: random.Random, max_tries: int = 1000
+) -> MazeInstance:
+    """One instance; its path length is drawn uniformly from the difficulty's range first, then a maze and
+    a start/goal pair at that distance are searched for, so the length distribution stays exactly uniform."""
+    spec = _difficulty(difficulty)
+    target = rng.randint(spec.min_moves, spec.max_moves)
+    cells = [(row, col) for row in range(spec.height) for col in range(spec.width)]
+    for _ in range(max_tries):
+        walls = generate_maze(spec.height, spec.width, rng)
+        for start in rng.sample(cells, k=min(len(cells), 8)):
+            distances, parents = _search(spec.height, spec.width, walls, start)
+            goals = [cell for index, cell in enumerate(cells) if distances[index] == target]
+            if goals:
+                goal = rng.choice(goals)
+                path = _trace(parents, spec.width, goal)
+                return MazeInstance(spec.name, spec.height, spec.width, walls, start, goal, path)
+    raise ValueError(
+        f"found no {spec.height}x{spec.width} maze with a {target}-move path in {max_tries} tries; "
+        f"lower max_moves of difficulty {spec.name!r}."
+    )
+
+
+def build_splits(
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    seed: int = 0,
+    difficulty_mix: Mapping[str, float] | None = None,
+    difficulties: Mapping[str, MazeDifficulty] | None = None,
+) -> dict[str, list[MazeInstance]]:
+    """Disjoint ``train`` / ``validation`` / ``test`` splits, reproducible from ``seed``.
+
+    Each (split, difficulty) pair draws from its own random stream, so a split does not change when
+    another split's size does. No instance appears twice (dedup by :attr:`MazeInstance.canonical_hash`);
+    test is drawn first, then validation, then train, so train never holds an evaluation maze.
+
+    Args:
+        difficulty_mix: weight per difficulty name (default: equal weights over ``difficulties``); each
+            split holds that many instances per difficulty (largest-remainder rounding), shuffled.
+        difficulties: the difficulty specs by name (default :data:`DIFFICULTIES`).
+    """
+    difficulties = dict(DIFFICULTIES if difficulties is None else difficulties)
+    mix = dict(difficulty_mix) if difficulty_mix is not None else dict.fromkeys(difficulties, 1.0)
+    unknown = sorted(set(mix) - set(difficulties))
+    if unknown:
+        raise ValueError(f"unknown difficulties {unknown} in difficulty_mix; known: {sorted(difficulties)}.")
+    if not mix or any(weight < 0 for weight in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError(f"difficulty_mix needs non-negative weights with a positive sum, got {mix}.")
+    sizes = {"test": num_test, "validation": num_val, "train": num_train}
+    if any(size < 0 for size in sizes.values()):
+        raise ValueError(f"split sizes must be >= 0, got {sizes}.")
+
+    seen: set[str] = set()
+    splits: dict[str, list[MazeInstance]] = {}
+    for split, size in sizes.items():
+        instances = []
+        for name, count in _apportion(size, mix).items():
+            rng = random.Random(f"flexretrofit.maze/{seed}/{split}/{name}")
+            instances.extend(_draw_unique(difficulties[name], count, rng, seen))
+        random.Random(f"flexretrofit.maze/{seed}/{split}/order").shuffle(instances)
+        splits[split] = instances
+    return {split: splits[split] for split in SPLITS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def write_jsonl(instances: Iterable[MazeInstance], path: str | os.PathLike) -> Path:
+    """One :meth:`MazeInstance.to_dict` record per line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for instance in instances:
+            handle.write(json.dumps(instance.to_dict()) + "\n")
+    return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[MazeInstance]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no maze file at {path}; write one with write_jsonl or save_splits.")
+    with path.open(encoding="utf-8") as handle:
+        return [MazeInstance.from_dict(json.loads(line)) for line in handle if line.strip()]
+
+
+def save_splits(splits: Mapping[str, Sequence[MazeInstance]], folder: str | os.PathLike) -> dict[str, Path]:
+    """Write ``<folder>/<split>.jsonl`` for each split."""
+    return {
+        split: write_jsonl(instances, Path(folder) / f"{split}.jsonl") for split, instances in splits.items()
+    }
+
+
+def load_splits(folder: str | os.PathLike) -> dict[str, list[MazeInstance]]:
+    """Read every ``<split>.jsonl`` of ``folder`` (train, validation, test, or any other name)."""
+    files = sorted(Path(folder).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no *.jsonl files in {folder}; write the splits with save_splits first.")
+    return {file.stem: read_jsonl(file) for file in files}
+
+
+# ---------------------------------------------------------------------------------------------
+# Length statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_length_distribution(difficulty: str | MazeDifficulty) -> dict[int, float]:
+    """The exact distribution of answer lengths (moves) the generator draws from: uniform on the range."""
+    spec = _difficulty(difficulty)
+    count = spec.max_moves - spec.min_moves + 1
+    return {length: 1.0 / count for length in range(spec.min_moves, spec.max_moves + 1)}
+
+
+def answer_lengths(instances: Iterable[MazeInstance]) -> dict[str, list[int]]:
+    """Reference answer lengths (moves) per difficulty, to compare with generated ones
+    (e.g. ``evaluation.lengths.total_variation_distance``)."""
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for instance in instances:
+        lengths[instance.difficulty].append(instance.num_moves)
+    return dict(lengths)
+
+
+def render(instance: MazeInstance, moves: Sequence[str] | None = None) -> str:
+    """ASCII picture of the maze: ``S`` start, ``G`` goal, ``*`` the cells visited by ``moves``
+    (default: the reference path) until the first illegal move."""
+    moves = instance.path if moves is None else moves
+    visited = set()
+    row, col = instance.start
+    for move in moves:
+        d_row, d_col = MOVES[move]
+        if not (0 <= row + d_row < instance.height and 0 <= col + d_col < instance.width):
+            break
+        if instance.walls[row * instance.width + col] & WALL_BITS[move]:
+            break
+        row, col = row + d_row, col + d_col
+        visited.add((row, col))
+    lines = ["+" + "---+" * instance.width]
+    for row in range(instance.height):
+        cells, floor = "|", "+"
+        for col in range(instance.width):
+            mask = instance.walls[row * instance.width + col]
+            mark = "S" if (row, col) == instance.start else "G" if (row, col) == instance.goal else " "
+            if mark == " " and (row, col) in visited:
+                mark = "*"
+            cells += f" {mark} " + ("|" if mask & WALL_BITS["R"] else " ")
+            floor += ("---" if mask & WALL_BITS["D"] else "   ") + "+"
+        lines += [cells, floor]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _cell(cell: tuple[int, int]) -> str:
+    return f"{cell[0]},{cell[1]}"
+
+
+def _hex_walls(walls: Sequence[int]) -> str:
+    return "".join(f"{mask:x}" for mask in walls)
+
+
+def _difficulty(difficulty: str | MazeDifficulty) -> MazeDifficulty:
+    if isinstance(difficulty, MazeDifficulty):
+        return difficulty
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(
+            f"unknown difficulty {difficulty!r}; use one of {sorted(DIFFICULTIES)} or a MazeDifficulty."
+        )
+    return DIFFICULTIES[difficulty]
+
+
+def _validate_walls(height: int, width: int, walls: Sequence[int]) -> None:
+    if len(walls) != height * width:
+        raise ValueError(f"a {height}x{width} maze needs {height * width} wall masks, got {len(walls)}.")
+    for index, mask in enumerate(walls):
+        if not 0 <= mask <= ALL_WALLS:
+            raise ValueError(f"wall mask {mask} of cell {index} is not in 0..15.")
+        row, col = divmod(index, width)
+        for move, (d_row, d_col) in MOVES.items():
+            next_row, next_col = row + d_row, col + d_col
+            blocked = bool(mask & WALL_BITS[move])
+            if not (0 <= next_row < height and 0 <= next_col < width):
+                if not blocked:
+                    raise ValueError(f"cell {row},{col} has no wall on the grid border ({move}).")
+            elif blocked != bool(walls[next_row * width + next_col] & WALL_BITS[OPPOSITE[move]]):
+                raise ValueError(
+                    f"cells {row},{col} and {next_row},{next_col} disagree about the wall between them."
+                )
+
+
+def _search(
+    height: int, width: int, walls: Sequence[int], start: tuple[int, int]
+) -> tuple[list[int], list[tuple[int, str] | None]]:
+    """Breadth-first search from ``start``: distance per cell (-1 if unreachable) and (parent index, move)."""
+    distances = [-1] * (height * width)
+    parents: list[tuple[int, str] | None] = [None] * (height * width)
+    origin = start[0] * width + start[1]
+    distances[origin] = 0
+    queue = deque([origin])
+    while queue:
+        index = queue.popleft()
+        row, col = divmod(index, width)
+        for move, (d_row, d_col) in MOVES.items():
+            if walls[index] & WALL_BITS[move]:
+                continue
+            neighbour = (row + d_row) * width + col + d_col
+            if distances[neighbour] < 0:
+                distances[neighbour] = distances[index] + 1
+                parents[neighbour] = (index, move)
+                queue.append(neighbour)
+    return distances, parents
+
+
+def _trace(parents: Sequence[tuple[int, str] | None], width: int, goal: tuple[int, int]) -> tuple[str, ...]:
+    moves = []
+    step = parents[goal[0] * width + goal[1]]
+    while step is not None:
+        index, move = step
+        moves.append(move)
+        step = parents[index]
+    return tuple(reversed(moves))
+
+
+def _apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """Split ``total`` in proportion to ``weights`` (largest remainder; ties by name order)."""
+    weight_sum = sum(weights.values())
+    exact = {name: total * weight / weight_sum for name, weight in weights.items()}
+    counts = {name: int(value) for name, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda name: (counts[name] - exact[name], name))
+    for name in by_remainder[: total - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def _draw_unique(spec: MazeDifficulty, count: int, rng: random.Random, seen: set[str]) -> list[MazeInstance]:
+    instances = []
+    duplicates = 0
+    while len(instances) < count:
+        instance = sample_instance(spec, rng)
+        if instance.canonical_hash in seen:
+            duplicates += 1
+            if duplicates > 100 + count:
+                raise ValueError(
+                    f"difficulty {spec.name!r} keeps producing duplicates ({duplicates}); ask for fewer "
+                    "instances or use a larger grid or a wider path-length range."
+                )
+            continue
+        seen.add(instance.canonical_hash)
+        instances.append(instance)
+    return instances
