@@ -1,0 +1,266 @@
+"""Generation configs of the two samplers, as :class:`transformers.GenerationConfig` subclasses.
+
+Both save and load like any generation config (``save_pretrained`` / ``from_pretrained``). Keyword
+arguments given to a sampler override the config's fields for that call only (see
+:func:`resolve_generation_config`); an unknown keyword is an error, not a silently stored attribute.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import torch
+from transformers import GenerationConfig
+
+CONFIDENCE_METHODS = ("top_prob", "prob_diff", "entropy", "position")
+REMASKING_METHODS = ("low_confidence", "random")
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_token_list(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ValueError(f"{name} must be a list of non-negative token ids, got {value!r}.")
+
+
+class _SamplerConfig(GenerationConfig):
+    """Shared behaviour: ``do_sample`` mirrors ``temperature > 0``; sampler fields are validated."""
+
+    # The fields a sampler reads; only these may be overridden by keyword arguments.
+    sampler_fields: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
+        # Temperature 0 means argmax here, not a sampling flag set without do_sample: mark do_sample as
+        # the user's choice so transformers does not warn about the combination.
+        temperature = getattr(self, "temperature", None)
+        self.do_sample = temperature is not None and temperature > 0
+        user_set = (set(user_set_attributes or ()) - {"temperature"}) | {"do_sample"}
+        super().validate(strict=strict, user_set_attributes=user_set)
+        self._check_sampler_fields()
+
+    def _check_sampler_fields(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _check_common(self) -> None:
+        _check_positive_int("steps", self.steps)
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = argmax), got {self.temperature!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+        _check_token_list("suppress_tokens", self.suppress_tokens)
+
+
+class FlexGenerationConfig(_SamplerConfig):
+    """Settings of :func:`flexretrofit.sampling.generate_flex` and :func:`flexretrofit.sampling.infill`.
+
+    Args:
+        steps: number of sampler steps (one forward pass each); the last step only fills every remaining
+            MASK, so at least 2 are needed to generate anything.
+        max_length: cap on the total sequence length (prompt + response); None = ``model.config.max_length``.
+        confidence: how MASK positions are ranked for unmasking: ``"top_prob"`` (probability of the most
+            likely token), ``"prob_diff"`` (top-1 minus top-2 probability), ``"entropy"`` (lowest entropy
+            first) or ``"position"`` (leftmost first).
+        sliding_window: rank only the leftmost ``max(min(floor(window_scale * K), max_window), K)`` MASKs,
+            where ``K`` is the step's unmask count (published HumanEval-infill setting: 15 and 32).
+        window_scale / max_window: the window's scale ``a`` and its cap.
+        temperature: 0 = argmax tokens; > 0 = sample from ``softmax(logits / temperature)``.
+        seed: rows use seeds ``seed, seed + 1, ...`` unless ``row_seeds`` is given.
+        row_seeds: explicit per-row seeds (a row's result depends only on its prompt and its seed).
+        suppress_tokens: token ids never emitted, on top of MASK, PAD and EOS (always suppressed).
+        return_trace: also return every step's state (:class:`~flexretrofit.sampling.GenerationStep`).
+        bucket_size: each step runs on the current lengths rounded up to a multiple of this.
+        fixed_canvas / full_softmax: run every step on a ``max_length`` canvas / with a full-vocabulary
+            softmax at every position (the published sampler's cost). Same output; for benchmarks only.
+    """
+
+    sampler_fields: ClassVar[tuple[str, ...]] = (
+        "steps",
+        "max_length",
+        "confidence",
+        "sliding_window",
+        "window_scale",
+        "max_window",
+        "temperature",
+        "seed",
+        "row_seeds",
+        "suppress_tokens",
+        "return_trace",
+        "bucket_size",
+        "fixed_canvas",
+        "full_softmax",
+    )
+
+    def __init__(
+        self,
+        steps: int = 256,
+        max_length: int | None = None,
+        confidence: str = "top_prob",
+        sliding_window: bool = False,
+        window_scale: float = 15.0,
+        max_window: int = 32,
+        temperature: float = 0.0,
+        seed: int = 0,
+        row_seeds: list[int] | None = None,
+        suppress_tokens: list[int] | None = None,
+        return_trace: bool = False,
+        bucket_size: int = 16,
+        fixed_canvas: bool = False,
+        full_softmax: bool = False,
+        **kwargs,
+    ):
+        # Set before the parent's __init__, which calls validate().
+        self.steps = steps
+        self.confidence = confidence
+        self.sliding_window = sliding_window
+        self.window_scale = window_scale
+        self.max_window = max_window
+        self.seed = seed
+        self.row_seeds = row_seeds
+        self.return_trace = return_trace
+        self.bucket_size = bucket_size
+        self.fixed_canvas = fixed_canvas
+        self.full_softmax = full_softmax
+        super().__init__(
+            max_length=max_length, temperature=temperature, suppress_tokens=suppress_tokens, **kwargs
+        )
+
+    def _check_sampler_fields(self) -> None:
+        self._check_common()
+        if self.confidence not in CONFIDENCE_METHODS:
+            raise ValueError(
+                f"unknown confidence method {self.confidence!r}; choose one of {', '.join(CONFIDENCE_METHODS)}."
+            )
+        if self.max_length is not None:
+            _check_positive_int("max_length", self.max_length)
+        if not isinstance(self.window_scale, (int, float)) or self.window_scale <= 0:
+            raise ValueError(f"window_scale must be > 0 (published: 15), got {self.window_scale!r}.")
+        _check_positive_int("max_window", self.max_window)
+        _check_positive_int("bucket_size", self.bucket_size)
+        if self.row_seeds is not None:
+            if torch.is_tensor(self.row_seeds):
+                self.row_seeds = [int(s) for s in self.row_seeds.tolist()]
+            if not isinstance(self.row_seeds, (list, tuple)) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in self.row_seeds
+            ):
+                raise ValueError(
+                    f"row_seeds must be a list of integers (one per row), got {self.row_seeds!r}."
+                )
+
+
+class MDMGenerationConfig(_SamplerConfig):
+    """Settings of the fixed-length MDM baseline (:func:`flexretrofit.sampling.generate_mdm`), LLaDA's sampler.
+
+    Args:
+        steps: total forward passes, split evenly over the blocks (must be a multiple of their number).
+        gen_length: number of MASKs after the prompt (or between prefix and suffix when infilling).
+        block_length: semi-autoregressive block size; ``gen_length`` must be a multiple of it.
+        temperature: 0 = argmax; > 0 adds LLaDA's float64 Gumbel noise (``exp(logits) / (-log U)^T``).
+        cfg_scale: classifier-free guidance; 0 = off. The unconditional input has the prompt replaced by MASK.
+        remasking: ``"low_confidence"`` (unmask the highest softmax probability of the chosen token first)
+            or ``"random"``.
+        suppress_tokens: ids never emitted (MASK always is). None = ``[eos]``; add ``<|eot_id|>``'s id
+            for instruct models. Pass ``[]`` to let EOS through: the response is then cut at the first
+            stop token (``eos_token_id``, default the model's EOS, or PAD); infilled middles drop them.
+        seed: seeds the generator used for Gumbel noise and random remasking (unless one is passed).
+        return_trace: also return every step's state.
+    """
+
+    sampler_fields: ClassVar[tuple[str, ...]] = (
+        "steps",
+        "gen_length",
+        "block_length",
+        "temperature",
+        "cfg_scale",
+        "remasking",
+        "suppress_tokens",
+        "eos_token_id",
+        "seed",
+        "return_trace",
+    )
+
+    def __init__(
+        self,
+        steps: int = 128,
+        gen_length: int = 128,
+        block_length: int = 32,
+        temperature: float = 0.0,
+        cfg_scale: float = 0.0,
+        remasking: str = "low_confidence",
+        suppress_tokens: list[int] | None = None,
+        seed: int = 0,
+        return_trace: bool = False,
+        **kwargs,
+    ):
+        self.steps = steps
+        self.gen_length = gen_length
+        self.block_length = block_length
+        self.cfg_scale = cfg_scale
+        self.remasking = remasking
+        self.seed = seed
+        self.return_trace = return_trace
+        super().__init__(temperature=temperature, suppress_tokens=suppress_tokens, **kwargs)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    def _check_sampler_fields(self) -> None:
+        self._check_common()
+        _check_positive_int("gen_length", self.gen_length)
+        _check_positive_int("block_length", self.block_length)
+        if self.gen_length % self.block_length:
+            raise ValueError(
+                f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}; "
+                "pick a block_length that divides gen_length (or block_length = gen_length for one block)."
+            )
+        if self.steps % self.num_blocks:
+            raise ValueError(
+                f"steps={self.steps} cannot be split evenly over {self.num_blocks} blocks "
+                f"(gen_length / block_length); use a multiple of {self.num_blocks}."
+            )
+        if self.remasking not in REMASKING_METHODS:
+            raise ValueError(
+                f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING_METHODS)}."
+            )
+        if not isinstance(self.cfg_scale, (int, float)) or self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0 (0 = no guidance), got {self.cfg_scale!r}.")
+        eos = self.eos_token_id
+        _check_token_list("eos_token_id", [eos] if isinstance(eos, int) else eos)
+
+
+def resolve_generation_config(
+    generation_config: GenerationConfig | None, config_class: type[_SamplerConfig], overrides: dict[str, Any]
+) -> _SamplerConfig:
+    """A validated copy of ``generation_config`` (default: ``config_class()``) with ``overrides`` applied.
+
+    Raises:
+        ValueError: on a config of another class, an unknown override, or an invalid value.
+    """
+    if generation_config is None:
+        config = config_class()
+    elif isinstance(generation_config, config_class):
+        config = copy.deepcopy(generation_config)
+    else:
+        raise ValueError(
+            f"this sampler takes a {config_class.__name__}, got {type(generation_config).__name__}; "
+            f"build one with {config_class.__name__}(...) or pass its fields as keyword arguments."
+        )
+    unknown = sorted(set(overrides) - set(config_class.sampler_fields))
+    if unknown:
+        raise ValueError(
+            f"unknown generation option(s) {unknown} for {config_class.__name__}; "
+            f"it accepts {', '.join(config_class.sampler_fields)}."
+        )
+    overrides = dict(overrides)
+    if torch.is_tensor(overrides.get("row_seeds")):
+        overrides["row_seeds"] = [int(s) for s in overrides["row_seeds"].tolist()]
+    config.update(**overrides)
+    return config

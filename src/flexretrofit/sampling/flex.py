@@ -1,0 +1,401 @@
+"""Flexible-length sampling of a FlexMDM: unmask and insert, step by step, on the current lengths.
+
+Step ``k`` of ``N`` (``t = k / N``, ``dt = 1 / N``), for every row at once:
+
+1. one forward pass on the current sequences (right-padded to a multiple of ``bucket_size``, padding
+   keys masked), with token logits only at MASK positions;
+2. unmask ``K ~ Poisson(#MASK * kappa_beta(t) * dt)`` MASKs (clamped to #MASK), the most confident ones,
+   optionally within a sliding window of the leftmost MASKs; each gets its argmax (or sampled) token;
+3. insert ``e_i ~ Poisson(g_hat_i * kappa_alpha(t) * dt)`` MASKs at every eligible slot ``i``, keeping
+   insertions slot by slot from the left until the length cap;
+4. the last step fills every remaining MASK and inserts nothing.
+
+The rates come from the model's own schedules (``model.unmask_schedule``, ``model.insertion_schedule``),
+evaluated at ``t <= (N - 1) / N`` only, where every schedule's ``kappa`` is finite: the last step, not a
+divergent rate, takes care of what is left at ``t -> 1``.
+Only slots between the protected prefix (the prompt) and suffix (when infilling) are eligible, so the
+prompt never moves or changes, and a clean token never changes again. MASK, PAD, EOS and the config's
+``suppress_tokens`` are never emitted. All randomness is counter-based (:mod:`.randomness`), so each row
+gets the same result in any batch. Host syncs per step: the MASK positions (``nonzero``, also inside the
+model's ``logits_positions`` gather) and the longest new row, which sizes the next canvas.
+
+The model is anything with ``model(input_ids, t, attention_mask, logits_positions=...)`` returning
+``logits`` and ``expected_gaps`` (:class:`~flexretrofit.models.FlexMDMForMaskedDiffusion`), a
+``config`` with ``mask_token_id``, ``pad_token_id``, ``eos_token_id`` and ``max_length``, and the
+``insertion_schedule`` / ``unmask_schedule`` properties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flexretrofit.sampling.config import FlexGenerationConfig, resolve_generation_config
+from flexretrofit.sampling.randomness import (
+    STREAM_INSERTION,
+    STREAM_TOKEN,
+    STREAM_UNMASK_COUNT,
+    categorical_inverse_cdf,
+    counter_uniform,
+    poisson_inverse_cdf,
+    row_seeds,
+)
+from flexretrofit.sampling.sequences import (
+    GenerationOutput,
+    GenerationStep,
+    TokenRows,
+    as_token_rows,
+    pad_rows,
+)
+
+
+def generate_flex(
+    model: nn.Module,
+    input_ids: TokenRows,
+    attention_mask: Tensor | None = None,
+    generation_config: FlexGenerationConfig | None = None,
+    **kwargs,
+) -> GenerationOutput:
+    """Generate a response of model-chosen length after each prompt.
+
+    Args:
+        model: a FlexMDM (see the module docstring for what is used).
+        input_ids: prompts: ``[B, L]`` tensor (padding marked by ``attention_mask``, either side), or a
+            list of id lists/tensors of different lengths.
+        attention_mask: ``[B, L]``, 1 at real prompt tokens; None = all real.
+        generation_config: a :class:`FlexGenerationConfig`; None = its defaults.
+        **kwargs: override config fields for this call (``steps=64``, ``temperature=0.7``, ...), plus
+            ``generator``: a ``torch.Generator`` from which the base seed is drawn instead of ``config.seed``.
+
+    Returns:
+        :class:`GenerationOutput`: ``sequences [B, L']`` = prompt + response, ``lengths``, ``prompt_lengths``,
+        and the ``trace`` when ``return_trace`` is set.
+
+    Raises:
+        ValueError: on an empty prompt, a prompt longer than the cap, a prompt holding the MASK id, or an
+            invalid config.
+    """
+    generator = kwargs.pop("generator", None)
+    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs)
+    prompts = as_token_rows(input_ids, attention_mask)
+    for b, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(
+                f"prompt {b} is empty; give every row at least one token (e.g. the BOS id) to generate from."
+            )
+    empty = [prompt.new_empty(0) for prompt in prompts]
+    return _sample(model, prompts, empty, config, generator)
+
+
+def infill(
+    model: nn.Module,
+    prefix_ids: TokenRows,
+    suffix_ids: TokenRows,
+    generation_config: FlexGenerationConfig | None = None,
+    **kwargs,
+) -> GenerationOutput:
+    """Generate a middle of model-chosen length between each prefix and suffix.
+
+    Starts from ``prefix + suffix``; only slots between them are eligible (slot ``i`` iff token ``i - 1``
+    is not suffix and token ``i`` is not prefix), so an empty middle has exactly one eligible slot.
+
+    Args:
+        prefix_ids / suffix_ids: one row each per example (lists of ids or 1-D tensors; either may be empty,
+            not both).
+        generation_config, **kwargs: as for :func:`generate_flex`.
+
+    Returns:
+        :class:`GenerationOutput` with ``sequences`` = prefix + middle + suffix and ``middles`` (token ids).
+    """
+    generator = kwargs.pop("generator", None)
+    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs)
+    prefixes = as_token_rows(prefix_ids, name="prefix_ids")
+    suffixes = as_token_rows(suffix_ids, name="suffix_ids")
+    if len(prefixes) != len(suffixes):
+        raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
+    for b, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
+        if len(prefix) + len(suffix) == 0:
+            raise ValueError(
+                f"row {b} has an empty prefix and an empty suffix; use generate_flex with a prompt."
+            )
+    output = _sample(model, prefixes, suffixes, config, generator)
+    output.middles = output.generated_ids()
+    return output
+
+
+@dataclass
+class _Setup:
+    """What stays fixed during one sampling run."""
+
+    mask_id: int
+    pad_id: int
+    cap: int
+    seeds: Tensor  # [B]
+    prefix_lengths: Tensor  # [B]
+    suffix_lengths: Tensor  # [B]
+    forbidden: Tensor  # [n] token ids never emitted
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameterless module)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def forbidden_token_ids(model_config, extra: list[int] | None, vocab: int | None = None) -> list[int]:
+    """MASK, PAD, EOS (all of ``eos_token_id`` if a list), ``extra`` and any embedding padding beyond ``vocab``."""
+    ids = {model_config.mask_token_id, model_config.pad_token_id}
+    eos = getattr(model_config, "eos_token_id", None)
+    ids.update([eos] if isinstance(eos, int) else (eos or []))
+    ids.update(extra or [])
+    backbone = getattr(model_config, "backbone_config", model_config)
+    vocab_size, embedding_size = (
+        getattr(backbone, "vocab_size", None),
+        getattr(backbone, "embedding_size", None),
+    )
+    if vocab_size is not None and embedding_size is not None:
+        ids.update(range(vocab_size, embedding_size))
+    return sorted(i for i in ids if i is not None)
+
+
+def _sample(
+    model: nn.Module,
+    prefixes: list[Tensor],
+    suffixes: list[Tensor],
+    config: FlexGenerationConfig,
+    generator: torch.Generator | None,
+) -> GenerationOutput:
+    model_config = model.config
+    device = model_device(model)
+    model_cap = int(model_config.max_length)
+    cap = model_cap if config.max_length is None else int(config.max_length)
+    if cap > model_cap:
+        raise ValueError(
+            f"max_length={cap} is above the model's limit model.config.max_length={model_cap}; "
+            f"use max_length <= {model_cap}."
+        )
+    mask_id, pad_id = model_config.mask_token_id, model_config.pad_token_id
+    rows = [torch.cat([prefix, suffix]) for prefix, suffix in zip(prefixes, suffixes)]
+    for b, row in enumerate(rows):
+        if len(row) > cap:
+            raise ValueError(
+                f"row {b} starts with {len(row)} prompt tokens, above the length cap max_length={cap}; "
+                "shorten the prompt or raise max_length."
+            )
+        if bool((row == mask_id).any()):
+            raise ValueError(
+                f"row {b} holds the MASK id {mask_id} in its prompt; prompts are never changed, so remove it "
+                "(to fill a gap, use infill with the text before and after it)."
+            )
+    base_seed = config.seed
+    if generator is not None:
+        base_seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    setup = _Setup(
+        mask_id=mask_id,
+        pad_id=pad_id,
+        cap=cap,
+        seeds=row_seeds(base_seed, config.row_seeds, len(rows), device),
+        prefix_lengths=torch.tensor([len(p) for p in prefixes], dtype=torch.long, device=device),
+        suffix_lengths=torch.tensor([len(s) for s in suffixes], dtype=torch.long, device=device),
+        forbidden=torch.tensor(
+            forbidden_token_ids(model_config, config.suppress_tokens), dtype=torch.long, device=device
+        ),
+    )
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    ids, lengths = pad_rows(rows, pad_id, _canvas_width(int(lengths.max()), cap, config), device)
+    trace = [GenerationStep(0, 0.0, ids.cpu(), lengths.cpu())] if config.return_trace else None
+
+    insertion_schedule, unmask_schedule = model.insertion_schedule, model.unmask_schedule
+    steps = config.steps
+    with torch.no_grad():
+        for k in range(steps):
+            t = k / steps
+            rates = None
+            if k < steps - 1:
+                t64 = torch.tensor(t, dtype=torch.float64)
+                rates = (
+                    float(unmask_schedule.rate(t64)) / steps,
+                    float(insertion_schedule.rate(t64)) / steps,
+                )
+            ids, lengths, record = _step(model, ids, lengths, k, t, rates, setup, config)
+            if trace is not None:
+                trace.append(record)
+
+    width = int(lengths.max())
+    return GenerationOutput(
+        sequences=ids[:, :width],
+        lengths=lengths,
+        prompt_lengths=setup.prefix_lengths,
+        suffix_lengths=setup.suffix_lengths,
+        trace=trace,
+    )
+
+
+def _canvas_width(longest: int, cap: int, config: FlexGenerationConfig) -> int:
+    """Width of the next step's canvas: the longest row rounded up to the bucket, at most the cap."""
+    if config.fixed_canvas:
+        return cap
+    bucket = config.bucket_size
+    return min(-(-longest // bucket) * bucket, cap)
+
+
+def _confidence(log_probs: Tensor, positions: Tensor, method: str) -> Tensor:
+    """Ranking score per MASK position (higher = unmasked first). log_probs ``[N, V]``, positions ``[N]`` -> ``[N]``."""
+    if method == "position":
+        return -positions.double()
+    probs = log_probs.exp()
+    if method == "top_prob":
+        return probs.max(dim=-1).values.double()
+    if method == "prob_diff":
+        top2 = probs.topk(2, dim=-1).values
+        return (top2[:, 0] - top2[:, 1]).double()
+    # entropy: lower entropy = more confident; xlogy keeps suppressed tokens (p = 0) at 0.
+    return torch.special.xlogy(probs, probs).sum(dim=-1).double()
+
+
+def _step(
+    model: nn.Module,
+    ids: Tensor,
+    lengths: Tensor,
+    k: int,
+    t: float,
+    rates: tuple[float, float] | None,
+    setup: _Setup,
+    config: FlexGenerationConfig,
+) -> tuple[Tensor, Tensor, GenerationStep | None]:
+    """One sampler step. ids ``[B, W]``, lengths ``[B]`` -> the next (ids ``[B, W']``, lengths ``[B]``, trace entry).
+
+    ``rates`` = (``kappa_beta(t) dt``, ``kappa_alpha(t) dt``), or None on the last step (fill all, no insertion).
+    """
+    batch, width = ids.shape
+    device = ids.device
+    positions = torch.arange(width, device=device)
+    valid = positions[None] < lengths[:, None]  # [B, W]
+    is_mask = (ids == setup.mask_id) & valid  # [B, W]
+    flat_index = is_mask.flatten().nonzero().squeeze(1)  # [N] row-major, as the model orders its logits
+    mask_position = flat_index % width  # [N]
+    mask_seed = setup.seeds[flat_index // width]  # [N]
+
+    t_rows = torch.full((batch,), t, device=device)
+    if config.full_softmax:
+        out = model(ids, t_rows, valid)
+        logits = out.logits.float().index_fill(-1, setup.forbidden, float("-inf"))  # [B, W, V]
+        log_probs = torch.log_softmax(logits, dim=-1)[is_mask]  # [N, V]
+    else:
+        out = model(ids, t_rows, valid, logits_positions=is_mask)
+        logits = out.logits.float().index_fill(-1, setup.forbidden, float("-inf"))  # [N, V]
+        log_probs = torch.log_softmax(logits, dim=-1)
+
+    # Candidate token at every MASK position; only the selected ones are written.
+    if config.temperature > 0:
+        tempered = torch.softmax(log_probs / config.temperature, dim=-1)
+        uniform = counter_uniform(mask_seed, k, STREAM_TOKEN, mask_position)
+        candidates = categorical_inverse_cdf(tempered, uniform)
+    else:
+        candidates = log_probs.argmax(dim=-1)
+    filled = ids.flatten().index_copy(0, flat_index, candidates).view(batch, width)
+
+    if rates is None:
+        select = is_mask
+    else:
+        select = _select_unmask(is_mask, log_probs, flat_index, mask_position, k, rates[0], setup, config)
+    new_ids = torch.where(select, filled, ids)
+
+    if rates is None:
+        record = None
+        if config.return_trace:
+            moved = torch.where(valid, positions[None], -1)
+            nothing = torch.zeros_like(select)
+            record = GenerationStep(
+                k + 1, t, new_ids.cpu(), lengths.cpu(), moved.cpu(), select.cpu(), nothing.cpu()
+            )
+        return new_ids, lengths, record
+    return _insert(new_ids, lengths, valid, select, out.expected_gaps, k, t, rates[1], setup, config)
+
+
+def _select_unmask(
+    is_mask: Tensor,
+    log_probs: Tensor,
+    flat_index: Tensor,
+    mask_position: Tensor,
+    k: int,
+    unmask_rate: float,
+    setup: _Setup,
+    config: FlexGenerationConfig,
+) -> Tensor:
+    """The MASK positions to unmask this step, ``[B, W]`` bool (``K`` per row, the most confident eligible)."""
+    batch, width = is_mask.shape
+    num_masks = is_mask.sum(dim=1)  # [B]
+    uniform = counter_uniform(setup.seeds, k, STREAM_UNMASK_COUNT, torch.zeros_like(setup.seeds))
+    count = torch.minimum(poisson_inverse_cdf(num_masks * unmask_rate, uniform), num_masks)  # [B]
+
+    eligible = is_mask
+    if config.sliding_window:
+        window = torch.floor(config.window_scale * count.double()).long().clamp(max=config.max_window)
+        window = torch.maximum(window, count)
+        mask_rank = is_mask.long().cumsum(dim=1) - 1  # how many MASKs lie to the left
+        eligible = is_mask & (mask_rank < window[:, None])
+
+    confidence = _confidence(log_probs, mask_position, config.confidence)
+    scores = torch.full((batch * width,), float("-inf"), dtype=torch.float64, device=is_mask.device)
+    scores = scores.index_copy(0, flat_index, confidence).view(batch, width)
+    scores = scores.masked_fill(~eligible, float("-inf"))
+    # Rank within each row (ties: leftmost first); select the top `count` eligible positions.
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(width, device=order.device).expand(batch, -1)
+    )
+    return eligible & (rank < count[:, None])
+
+
+def _insert(
+    ids: Tensor,
+    lengths: Tensor,
+    valid: Tensor,
+    unmasked: Tensor,
+    expected_gaps: Tensor,
+    k: int,
+    t: float,
+    insertion_rate: float,
+    setup: _Setup,
+    config: FlexGenerationConfig,
+) -> tuple[Tensor, Tensor, GenerationStep | None]:
+    """Insert Poisson numbers of MASKs at eligible slots. ids ``[B, W]``, expected_gaps ``[B, W+1]``."""
+    batch, width = ids.shape
+    device = ids.device
+    slots = torch.arange(width + 1, device=device)
+    eligible = (slots[None] >= setup.prefix_lengths[:, None]) & (
+        slots[None] <= (lengths - setup.suffix_lengths)[:, None]
+    )  # [B, W+1]
+    uniform = counter_uniform(setup.seeds[:, None], k, STREAM_INSERTION, slots[None])
+    counts = poisson_inverse_cdf(expected_gaps.double() * insertion_rate, uniform) * eligible
+    # Truncate slot by slot from the left: each slot keeps what still fits under the cap.
+    room = (setup.cap - lengths)[:, None]
+    before = counts.cumsum(dim=1) - counts
+    counts = torch.minimum(counts, (room - before).clamp(min=0))
+
+    shift = counts.cumsum(dim=1)[:, :width]  # insertions at slots 0..j all land before token j
+    new_lengths = lengths + counts.sum(dim=1)
+    new_width = _canvas_width(int(new_lengths.max()), setup.cap, config)  # host sync: sizes the next canvas
+    moved_to = torch.where(valid, slots[None, :width] + shift, new_width)  # padding -> a spare column
+    new_positions = torch.arange(new_width + 1, device=device)
+    new_ids = torch.where(new_positions[None] < new_lengths[:, None], setup.mask_id, setup.pad_id)
+    new_ids = new_ids.scatter(1, moved_to, ids)[:, :new_width]
+
+    record = None
+    if config.return_trace:
+        kept = torch.zeros(batch, new_width + 1, dtype=torch.bool, device=device)
+        kept = kept.scatter(1, moved_to, valid)[:, :new_width]
+        inserted = (new_positions[None, :new_width] < new_lengths[:, None]) & ~kept
+        record = GenerationStep(
+            k + 1,
+            t,
+            new_ids.cpu(),
+            new_lengths.cpu(),
+            torch.where(valid, moved_to, -1).cpu(),
+            unmasked.cpu(),
+            inserted.cpu(),
+        )
+    return new_ids, new_lengths, record

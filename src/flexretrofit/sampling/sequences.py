@@ -1,0 +1,117 @@
+"""Variable-length token batches in and out of the samplers: prompt batches, the output object, the trace."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+TokenRows = Tensor | Sequence[Sequence[int] | Tensor] | Sequence[int]
+
+
+@dataclass
+class GenerationStep:
+    """The state after one sampler step (entry 0 of a trace is the starting state, with ``step = 0``).
+
+    step: 1-based step index (0 = start). t: the diffusion time the step's forward pass used.
+    sequences: ``[B, W]`` tokens after the step (MASK where still masked), right-padded with PAD.
+    lengths: ``[B]`` row lengths after the step.
+    moved_to: ``[B, W_prev]`` new position of each token of the previous state (-1 at its padding);
+        None for entry 0.
+    unmasked: ``[B, W_prev]`` True at the previous state's positions unmasked by this step.
+    inserted: ``[B, W]`` True at the MASKs this step inserted.
+    """
+
+    step: int
+    t: float
+    sequences: Tensor
+    lengths: Tensor
+    moved_to: Tensor | None = None
+    unmasked: Tensor | None = None
+    inserted: Tensor | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """What every sampler returns.
+
+    sequences: ``[B, L]`` prompt + response (prefix + middle + suffix when infilling), no MASK, right-padded
+        with the PAD id (L = the longest row).
+    lengths: ``[B]`` real tokens per row.
+    prompt_lengths: ``[B]`` prompt (or prefix) tokens at the start of each row.
+    suffix_lengths: ``[B]`` suffix tokens at the end of each row (0 unless infilling).
+    trace: every step's state when asked for (``return_trace=True``), else None.
+    middles: infilling only: the generated middle of each row, as token ids (taken by position).
+    """
+
+    sequences: Tensor
+    lengths: Tensor
+    prompt_lengths: Tensor
+    suffix_lengths: Tensor
+    trace: list[GenerationStep] | None = None
+    middles: list[list[int]] | None = field(default=None)
+
+    def generated_ids(self) -> list[list[int]]:
+        """The tokens each row generated (the response, or the middle when infilling), by position."""
+        rows = self.sequences.tolist()
+        starts, ends = self.prompt_lengths.tolist(), (self.lengths - self.suffix_lengths).tolist()
+        return [row[start:end] for row, start, end in zip(rows, starts, ends)]
+
+
+def as_token_rows(
+    input_ids: TokenRows, attention_mask: Tensor | None = None, name: str = "input_ids"
+) -> list[Tensor]:
+    """Split a batch into one 1-D id tensor per row.
+
+    ``input_ids`` is a ``[B, L]`` tensor (with an optional ``[B, L]`` attention mask whose zeros mark padding,
+    on either side), a ``[L]`` tensor or list of ints (one row), or a list of rows (lists or tensors).
+    """
+    if torch.is_tensor(input_ids):
+        if input_ids.dim() == 1:
+            input_ids = input_ids[None]
+            attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
+        if input_ids.dim() != 2:
+            raise ValueError(f"{name} must be [B, L] or [L], got shape {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            return [row.long() for row in input_ids]
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} must match {name} {tuple(input_ids.shape)}."
+            )
+        return [row[keep.bool()].long() for row, keep in zip(input_ids, attention_mask)]
+    if attention_mask is not None:
+        raise ValueError(
+            f"attention_mask is only accepted with a [B, L] tensor of {name}; lists carry their lengths."
+        )
+    rows = list(input_ids)
+    if all(isinstance(v, int) for v in rows) and rows:
+        rows = [rows]
+    return [torch.as_tensor(row, dtype=torch.long).reshape(-1) for row in rows]
+
+
+def pad_rows(
+    rows: Sequence[Tensor], pad_token_id: int, width: int | None = None, device=None
+) -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D rows into ``ids [B, width]`` (default: the longest row) and return ``lengths [B]``."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    width = int(lengths.max()) if width is None else width
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, : len(row)] = row
+    return ids.to(device), lengths.to(device)
+
+
+def compact_rows(ids: Tensor, keep: Tensor, pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Move the kept tokens of each row to its front, in order, and trim the padding.
+
+    ids ``[B, L]``, keep ``[B, L]`` bool -> (``[B, L']`` right-padded with PAD, lengths ``[B]``).
+    """
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    lengths = keep.sum(dim=1)
+    compacted = ids.gather(1, order)
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    compacted = compacted.masked_fill(positions[None] >= lengths[:, None], pad_token_id)
+    width = int(lengths.max()) if len(lengths) else 0
+    return compacted[:, :width], lengths
