@@ -185,7 +185,8 @@ def test_resume_after_a_real_crash(tiny, tmp_path, uninterrupted):
     script = CRASHING_RUN.format(
         tests=str(REPO / "tests"), root=str(root), out=str(tmp_path), changes=RUN, corpus=str(data["corpus"])
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    # Same intra-op thread count as this process (tests/conftest.py): bit-exact resume needs the same kernels.
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, timeout=120
     )
