@@ -15,25 +15,12 @@ Tokens per second = generated tokens (response lengths summed over the batch) / 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from common import interleaved_min_times
 
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 from flexretrofit.testing import tiny_flexmdm
-
-
-def interleaved_min_times(fns, repeats: int) -> list[float]:
-    """Best-of-``repeats`` seconds per function, alternating between them so machine load hits all alike."""
-    best = [float("inf")] * len(fns)
-    for fn in fns:
-        fn()  # warm-up
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def generated_tokens(output) -> int:

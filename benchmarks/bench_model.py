@@ -15,25 +15,12 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 import torch
+from common import interleaved_min_times
 
 from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, sample_interpolant
 from flexretrofit.testing import tiny_flexmdm
-
-
-def interleaved_min_times(fns, repeats: int) -> list[float]:
-    """Best-of-``repeats`` seconds per function, alternating between them so machine load hits both alike."""
-    best = [float("inf")] * len(fns)
-    for fn in fns:
-        fn()  # warm-up
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def speed(batch: int, length: int, repeats: int) -> None:
