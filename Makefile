@@ -46,3 +46,32 @@ smoke-instruct: $(STAMP) smoke-retrofit
 	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_gsm8k_cpu.yaml
 	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_infill_cpu.yaml
 	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_mdm_cpu.yaml
+
+## Evaluations (eval/gsm8k.py, eval/humaneval_infill.py; `--help` lists every setting):
+##   make eval-gsm8k MODEL=runs/instruct_gsm8k_8b/final DATA=gsm8k_test.jsonl PRESET=published
+##   make eval-infill MODEL=runs/instruct_infill_8b/final SAMPLER=mdm VARIANT=multi_line
+## Variables: MODEL, DATA (GSM8K JSONL; without it the hub dataset is tried), SAMPLER=flex|mdm, STEPS,
+## LIMIT, OUT, PRESET, VARIANT, EVAL_ARGS (more flags), EVAL_THREADS (OMP_NUM_THREADS). Without MODEL
+## they run on EMBEDDED_MODEL (a fresh retrofit of it for SAMPLER=flex) with LIMIT=16, STEPS=16 and one
+## thread: a smoke run of seconds, not a result. Point EMBEDDED_MODEL at the shipped asset when it lands.
+EMBEDDED_MODEL ?= $(TINY)/llada
+SAMPLER ?= flex
+VARIANT ?= single_line
+EVAL_STEPS = $(or $(STEPS),$(if $(or $(MODEL),$(PRESET)),,16))
+EVAL_LIMIT = $(or $(LIMIT),$(if $(MODEL),,16))
+EVAL_FLAGS = $(if $(MODEL),--model $(MODEL),--model $(EMBEDDED_MODEL) --fresh-retrofit) --sampler $(SAMPLER) \
+	$(if $(EVAL_STEPS),--steps $(EVAL_STEPS)) $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) \
+	$(if $(PRESET),--preset $(PRESET)) $(EVAL_ARGS)
+# The tiny model gains nothing from intra-op threads, and on a busy 2-core machine they cost 30x.
+EVAL_THREADS ?= $(if $(MODEL),,1)
+EVAL_ENV = $(if $(EVAL_THREADS),OMP_NUM_THREADS=$(EVAL_THREADS))
+EVAL_OUT = runs/eval/$(if $(MODEL),,tiny-)$(1)-$(SAMPLER)$(if $(PRESET),-$(PRESET))$(if $(EVAL_STEPS),-s$(EVAL_STEPS))
+
+$(TINY)/llada/config.json: | $(STAMP)
+	$(BIN)/python -m flexretrofit.testing_cli tiny-checkpoint $(TINY)/llada
+
+eval-gsm8k: $(STAMP) $(if $(MODEL),,$(EMBEDDED_MODEL)/config.json)
+	$(EVAL_ENV) $(BIN)/python eval/gsm8k.py $(EVAL_FLAGS) $(if $(DATA),--data $(DATA)) --output-dir $(or $(OUT),$(call EVAL_OUT,gsm8k))
+
+eval-infill: $(STAMP) $(if $(MODEL),,$(EMBEDDED_MODEL)/config.json)
+	$(EVAL_ENV) $(BIN)/python eval/humaneval_infill.py $(EVAL_FLAGS) --variant $(VARIANT) --output-dir $(or $(OUT),$(call EVAL_OUT,infill))

@@ -1,0 +1,563 @@
+"""Sharded, resumable benchmark runs: items -> generator -> scored rows -> merged results -> report.
+
+One run of a benchmark over ``output_dir``:
+
+1. every process takes its slice of the items by index (``items[rank::world]``) and writes its rows to
+   its own shard, ``shards/rank{r}-of-{w}.jsonl``, one row as soon as it is scored; rows already in any
+   shard or in the merged file are skipped, so a rerun (with any number of processes) resumes;
+2. once every row exists, one process merges the shards into ``samples.jsonl`` (ordered by item
+   index) and writes ``summary.json`` and ``lengths.png`` (generated vs reference lengths).
+
+``run_config.json`` pins what the rows depend on (model, sampler settings, prompts, seed); a rerun
+with other settings into the same folder is refused instead of mixing two runs' rows.
+
+A benchmark (:class:`GSM8KBenchmark`, :class:`InfillBenchmark`) owns its items, its prompts and how a
+generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
+sampler's limit) get a row with ``skipped = "prompt_too_long"`` that counts as wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from flexretrofit.data.formats import gsm8k_target, parse_gsm8k_answer
+from flexretrofit.evaluation.generators import (
+    DEFAULT_INFILL_INSTRUCTION,
+    PromptIds,
+    gsm8k_prompt_ids,
+    infill_prompt_ids,
+)
+from flexretrofit.evaluation.gsm8k import (
+    GSM8KExample,
+    accuracy_summary,
+    extract_answer,
+    is_correct,
+    truncate_at_stop,
+)
+from flexretrofit.evaluation.humaneval_infill import InfillTask, score_completions, summarize_pass_at_k
+from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions, total_variation_distance
+from flexretrofit.evaluation.results import ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
+from flexretrofit.evaluation.sandbox import SandboxConfig
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.jsonl"
+SUMMARY_FILE = "summary.json"
+PLOT_FILE = "lengths.png"
+RUN_CONFIG_FILE = "run_config.json"
+SHARD_DIR = "shards"
+SKIPPED_TOO_LONG = "prompt_too_long"
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One row to produce. ``index``: position in the benchmark's full item list (orders the merged
+    rows, picks the shard); ``reference_tokens``: length of the reference answer or middle."""
+
+    id: str
+    index: int
+    prompt: PromptIds
+    reference_tokens: int
+
+
+class Benchmark(ABC):
+    """Items to generate for, and how a generation is scored and summarised."""
+
+    name: str
+    items: list[EvalItem]
+
+    @abstractmethod
+    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
+        """One row per item (``id``, ``index`` and timing are added by the harness)."""
+
+    @abstractmethod
+    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
+        """The row of an item that could not be generated for (scored as wrong)."""
+
+    @abstractmethod
+    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Headline numbers over all rows."""
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmarks
+# ------------------------------------------------------------------------------------------------
+class GSM8KBenchmark(Benchmark):
+    """GSM8K exact-match accuracy (method doc, section 8) on prompts in the training layout.
+
+    ``reference_tokens``: tokens of the trained target (rationale + ``</reasoning>`` + boxed answer).
+    """
+
+    name = "gsm8k"
+
+    def __init__(
+        self,
+        examples: Sequence[GSM8KExample],
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        prompt_style: str = "chat",
+        seed: int = 0,
+    ):
+        self.examples = list(examples)
+        self.prompt_style = prompt_style
+        self.items = []
+        for index, example in enumerate(self.examples):
+            reference = parse_gsm8k_answer(example.answer)
+            target = gsm8k_target(reference.rationale, reference.number)
+            self.items.append(
+                EvalItem(
+                    id=example.id,
+                    index=index,
+                    prompt=PromptIds(
+                        tuple(gsm8k_prompt_ids(tokenizer, example.question, prompt_style)), seed=seed + index
+                    ),
+                    reference_tokens=len(tokenizer(target, add_special_tokens=False)["input_ids"]),
+                )
+            )
+
+    def _row(self, item: EvalItem, generation: Generation) -> dict[str, Any]:
+        example = self.examples[item.index]
+        text = truncate_at_stop(generation.text) if self.prompt_style == "few_shot" else generation.text
+        predicted = extract_answer(text)
+        return {
+            "question": example.question,
+            "ground_truth": example.ground_truth,
+            "generation": generation.text,
+            "predicted": predicted,
+            "correct": is_correct(predicted, example.ground_truth),
+            "num_tokens": generation.num_tokens,
+        }
+
+    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
+        return [self._row(item, generation) for item, generation in zip(items, generations)]
+
+    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
+        row = self._row(item, Generation(""))
+        row.update(predicted=None, correct=False, skipped=reason)
+        return row
+
+    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        summary = accuracy_summary([row["correct"] for row in rows])
+        summary["no_answer"] = sum(row["predicted"] is None for row in rows)
+        return summary
+
+
+class InfillBenchmark(Benchmark):
+    """HumanEval infilling pass@k: each middle runs with its problem's tests in the sandbox.
+
+    ``reference_tokens``: tokens of the canonical middle. Each task gets ``num_samples`` rows
+    (``task_id#sample``), each with its own seed.
+    """
+
+    name = "humaneval_infill"
+
+    def __init__(
+        self,
+        tasks: Sequence[InfillTask],
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        num_samples: int = 1,
+        ks: Sequence[int] = (1,),
+        layout: str = "boundary",
+        instruction: str = DEFAULT_INFILL_INSTRUCTION,
+        use_chat_template: bool = False,
+        sandbox_config: SandboxConfig | None = None,
+        sandbox_workers: int = 2,
+        ensure_newline: bool = False,
+        seed: int = 0,
+    ):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.tasks = list(tasks)
+        self.ks = tuple(ks)
+        self.sandbox_config = sandbox_config
+        self.sandbox_workers = sandbox_workers
+        self.ensure_newline = ensure_newline
+        self._task_of: list[InfillTask] = []  # by item index
+        self._sample_of: list[int] = []
+        self.items = []
+        for task in self.tasks:
+            prefix_ids, suffix_ids = infill_prompt_ids(
+                tokenizer,
+                task.prefix,
+                task.suffix,
+                instruction=instruction,
+                layout=layout,
+                use_chat_template=use_chat_template,
+            )
+            reference = len(tokenizer(task.canonical_middle, add_special_tokens=False)["input_ids"])
+            for sample in range(num_samples):
+                index = len(self.items)
+                self._task_of.append(task)
+                self._sample_of.append(sample)
+                self.items.append(
+                    EvalItem(
+                        id=f"{task.task_id}#{sample}",
+                        index=index,
+                        prompt=PromptIds(tuple(prefix_ids), tuple(suffix_ids), seed=seed + index),
+                        reference_tokens=reference,
+                    )
+                )
+
+    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
+        tasks = [self._task_of[item.index] for item in items]
+        results = score_completions(
+            tasks,
+            [g.text for g in generations],
+            self.sandbox_config,
+            self.sandbox_workers,
+            self.ensure_newline,
+        )
+        broken = next((result for result in results if result.status == "error"), None)
+        if broken is not None:
+            # The sandbox failed, not the model: stop before this batch is recorded as wrong answers.
+            raise RuntimeError(f"the sandbox could not run a program: {broken.stderr_tail.strip()[-500:]}")
+        return [
+            {
+                "task_id": task.task_id,
+                "sample": self._sample_of[item.index],
+                "completion": generation.text,
+                "num_tokens": generation.num_tokens,
+                "status": result.status,
+                "duration_s": round(result.duration_s, 4),
+                "stderr_tail": result.stderr_tail[-500:] if result.status != "passed" else "",
+            }
+            for item, task, generation, result in zip(items, tasks, generations, results)
+        ]
+
+    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
+        return {
+            "task_id": self._task_of[item.index].task_id,
+            "sample": self._sample_of[item.index],
+            "completion": "",
+            "num_tokens": None,
+            "status": "failed",
+            "duration_s": 0.0,
+            "stderr_tail": "",
+            "skipped": reason,
+        }
+
+    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarize_pass_at_k(rows, self.ks)
+
+
+# ------------------------------------------------------------------------------------------------
+# running one shard
+# ------------------------------------------------------------------------------------------------
+def shard_path(output_dir: str | os.PathLike, rank: int, world_size: int) -> Path:
+    return Path(output_dir) / SHARD_DIR / f"rank{rank:03d}-of-{world_size:03d}.jsonl"
+
+
+def shard_items(items: Sequence[EvalItem], rank: int, world_size: int) -> list[EvalItem]:
+    """The items of process ``rank`` of ``world_size``: every ``world_size``-th by index."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    return [item for item in items if item.index % world_size == rank]
+
+
+def run_shard(
+    benchmark: Benchmark,
+    generate: GenerateFn,
+    output_dir: str | os.PathLike,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Generate and score this process's items that have no row yet; return how many rows it wrote.
+
+    Items are generated longest prompt first (less padding per batch; a too-small memory budget shows
+    at once). Each row gets ``id``, ``index``, ``prompt_tokens`` and ``generation_s``: its share of its
+    batch's generation time (scoring excluded), from which the summary computes throughput.
+    """
+    own_path = shard_path(output_dir, rank, world_size)
+    done = {row_id for path in _result_files(output_dir) if path != own_path for row_id in _ids(path)}
+    mine = [item for item in shard_items(benchmark.items, rank, world_size) if item.id not in done]
+    limit = math.inf if max_prompt_tokens is None else max_prompt_tokens
+    too_long = [item for item in mine if item.prompt.num_tokens > limit]
+    runnable = sorted(
+        (item for item in mine if item.prompt.num_tokens <= limit),
+        key=lambda item: (-item.prompt.num_tokens, item.index),
+    )
+    batch_seconds = [0.0]  # generation time of the batch being scored
+
+    def timed_generate(items: list[EvalItem]) -> list[Generation | str]:
+        start = time.perf_counter()
+        outputs = list(generate([item.prompt for item in items]))
+        batch_seconds[0] = time.perf_counter() - start
+        return outputs
+
+    def score(positions: list[int], generations: list[Generation]) -> list[dict[str, Any]]:
+        items = [runnable[position] for position in positions]
+        share = round(batch_seconds[0] / len(items), 6)
+        rows = benchmark.score(items, generations)
+        return [_with_bookkeeping(row, item, share) for row, item in zip(rows, items)]
+
+    with ResultsWriter(own_path) as writer:
+        written_before = len(writer)
+        new_too_long = [item for item in too_long if item.id not in writer]
+        if new_too_long:
+            logger.warning(
+                "%d prompts are longer than the sampler's limit of %s tokens (first: %s); their rows are "
+                "recorded as wrong with skipped=%r",
+                len(new_too_long),
+                limit,
+                new_too_long[0].id,
+                SKIPPED_TOO_LONG,
+            )
+        for item in new_too_long:
+            row = _with_bookkeeping(benchmark.skipped_row(item, SKIPPED_TOO_LONG), item, 0.0)
+            writer.write({"id": item.id, **row})
+        already = sum(item.id in writer for item in runnable)
+        bar = _progress_bar(len(runnable), already, benchmark.name, rank, world_size, progress)
+        try:
+            run_resumable(
+                [item.id for item in runnable],
+                runnable,
+                timed_generate,
+                score,
+                writer,
+                batch_size=batch_size,
+                on_batch=None if bar is None else lambda finished, _total: bar.update(finished - bar.n),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        return len(writer) - written_before
+
+
+def _with_bookkeeping(row: Mapping[str, Any], item: EvalItem, generation_s: float) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        **row,
+        "prompt_tokens": item.prompt.num_tokens,
+        "generation_s": generation_s,
+        "skipped": row.get("skipped"),
+    }
+
+
+def _progress_bar(total: int, initial: int, name: str, rank: int, world_size: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    label = name if world_size == 1 else f"{name} [{rank + 1}/{world_size}]"
+    return tqdm(total=total, initial=initial, desc=label, unit="ex", position=rank, dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# merging and reporting
+# ------------------------------------------------------------------------------------------------
+def _result_files(output_dir: str | os.PathLike) -> list[Path]:
+    output_dir = Path(output_dir)
+    merged = output_dir / SAMPLES_FILE
+    shards = sorted((output_dir / SHARD_DIR).glob("*.jsonl"))
+    return ([merged] if merged.exists() else []) + shards
+
+
+def _ids(path: Path) -> list[str]:
+    return [row["id"] for row in read_results(path) if "id" in row]
+
+
+def collect_rows(output_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every row in the merged file and the shards, by id (the first copy of an id wins)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in _result_files(output_dir):
+        for row in read_results(path):
+            rows.setdefault(row["id"], row)
+    return rows
+
+
+def merge_results(output_dir: str | os.PathLike, benchmark: Benchmark) -> list[dict[str, Any]] | None:
+    """Write ``samples.jsonl`` with every row found (ordered by index) and return the benchmark's rows
+    in item order, or None while some item has no row yet (another shard is still running)."""
+    found = collect_rows(output_dir)
+    missing = [item.id for item in benchmark.items if item.id not in found]
+    ordered = sorted(found.values(), key=lambda row: (row.get("index", math.inf), str(row["id"])))
+    _write_jsonl_atomic(Path(output_dir) / SAMPLES_FILE, ordered)
+    if missing:
+        logger.info(
+            "%d of %d rows are still missing (first: %s)", len(missing), len(benchmark.items), missing[0]
+        )
+        return None
+    return [found[item.id] for item in benchmark.items]
+
+
+def _write_jsonl_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def build_summary(
+    benchmark: Benchmark, rows: list[dict[str, Any]], run_info: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Metrics, length statistics against the references, throughput, and ``run_info`` (settings)."""
+    skipped = [row for row in rows if row.get("skipped")]
+    generated = [row for row in rows if not row.get("skipped")]
+    lengths = [row["num_tokens"] for row in generated if row.get("num_tokens") is not None]
+    references = [item.reference_tokens for item in benchmark.items]
+    summary: dict[str, Any] = {"benchmark": benchmark.name, **benchmark.metrics(rows)}
+    summary["num_rows"] = len(rows)
+    summary["skipped"] = {SKIPPED_TOO_LONG: sum(row["skipped"] == SKIPPED_TOO_LONG for row in skipped)}
+    summary["reference_length"] = length_stats(references).to_dict()
+    if lengths:
+        summary["generated_length"] = length_stats(lengths).to_dict()
+        summary["length_tv_distance"] = total_variation_distance(lengths, references)
+    seconds = sum(float(row.get("generation_s") or 0.0) for row in generated)
+    summary["throughput"] = {
+        "generation_seconds": round(seconds, 4),
+        "examples_per_second": len(generated) / seconds if seconds > 0 else None,
+        "tokens_per_second": sum(lengths) / seconds if seconds > 0 else None,
+        "note": "sampler time only (no loading or scoring), summed over processes: per-process rates",
+    }
+    summary.update(run_info)
+    return summary
+
+
+def write_report(
+    output_dir: str | os.PathLike,
+    benchmark: Benchmark,
+    rows: list[dict[str, Any]],
+    run_info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``summary.json`` and, when any row was generated, ``lengths.png``; returns the summary."""
+    output_dir = Path(output_dir)
+    summary = build_summary(benchmark, rows, run_info)
+    lengths = [
+        row["num_tokens"] for row in rows if not row.get("skipped") and row.get("num_tokens") is not None
+    ]
+    if lengths:
+        reference_label = "reference target" if benchmark.name == "gsm8k" else "canonical middle"
+        plot_length_distributions(
+            lengths,
+            [item.reference_tokens for item in benchmark.items],
+            output_dir / PLOT_FILE,
+            title=f"{benchmark.name}: generated length",
+            labels=("generated", reference_label),
+        )
+        summary["files"] = {"samples": SAMPLES_FILE, "plot": PLOT_FILE}
+    else:
+        summary["files"] = {"samples": SAMPLES_FILE, "plot": None}
+    write_summary(output_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+class RunConfigMismatch(ValueError):
+    """The output folder holds rows produced with other settings."""
+
+
+def check_run_config(
+    output_dir: str | os.PathLike, fingerprint: Mapping[str, Any], *, write: bool = True
+) -> None:
+    """Refuse to add rows to a folder whose rows came from other settings; record them on first use.
+
+    Raises:
+        RunConfigMismatch: naming the settings that differ (nested ones as ``sampler.steps``).
+    """
+    path = Path(output_dir) / RUN_CONFIG_FILE
+    current = json.loads(json.dumps(dict(fingerprint)))  # JSON-normalised: tuples -> lists
+    if path.exists():
+        stored = _flatten(json.loads(path.read_text(encoding="utf-8")))
+        flat = _flatten(current)
+        differ = sorted(key for key in set(stored) | set(flat) if stored.get(key) != flat.get(key))
+        if differ:
+            details = "; ".join(f"{key}: {stored.get(key)!r} -> {flat.get(key)!r}" for key in differ)
+            raise RunConfigMismatch(
+                f"{output_dir} holds results of a run with other settings ({details}). Its rows would mix "
+                "with this run's: pass another --output-dir, or delete that folder to start over."
+            )
+    elif write:
+        write_summary(path, current)
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_benchmark(
+    benchmark: Benchmark,
+    generate: GenerateFn,
+    output_dir: str | os.PathLike,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+    progress: bool = True,
+    is_merger: bool = True,
+    barrier: Callable[[], None] | None = None,
+) -> dict[str, Any] | None:
+    """Run this process's shard, then (``is_merger``) merge and report once every row exists.
+
+    ``barrier``: called after the shard (all processes), e.g. Accelerate's ``wait_for_everyone``; without
+    one (independent shard jobs) whichever shard finds every row present writes the report.
+    Returns the summary, or None when this process did not write one.
+    """
+    if fingerprint is not None:
+        check_run_config(output_dir, fingerprint, write=is_merger or barrier is None)
+    start = time.perf_counter()
+    written = run_shard(
+        benchmark,
+        generate,
+        output_dir,
+        rank=rank,
+        world_size=world_size,
+        batch_size=batch_size,
+        max_prompt_tokens=max_prompt_tokens,
+        progress=progress,
+    )
+    elapsed = time.perf_counter() - start
+    if barrier is not None:
+        barrier()
+    if not is_merger:
+        return None
+    return merge_and_report(
+        output_dir,
+        benchmark,
+        {
+            **(run_info or {}),
+            "this_run": {"rows_written_by_this_process": written, "wall_clock_s": round(elapsed, 3)},
+        },
+    )
+
+
+def merge_and_report(
+    output_dir: str | os.PathLike, benchmark: Benchmark, run_info: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Merge the shards; when every row exists write the summary and plot and return the summary."""
+    rows = merge_results(output_dir, benchmark)
+    if rows is None:
+        logger.warning(
+            "%s: not every row exists yet (other shards still running?); the last shard to finish, or a "
+            "rerun with --merge-only, writes the summary",
+            output_dir,
+        )
+        return None
+    return write_report(output_dir, benchmark, rows, run_info or {})
