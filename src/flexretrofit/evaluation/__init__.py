@@ -1,8 +1,9 @@
-"""Model-independent evaluation: GSM8K and HumanEval infilling, sandboxed code execution,
-resumable results and length statistics.
+"""Evaluation: GSM8K and HumanEval infilling, sandboxed code execution, resumable results and length
+statistics.
 
-Nothing here imports a model or a sampler: the runners take any generator callable (see
-:mod:`flexretrofit.evaluation.runner`).
+Scoring, results and statistics take any generator callable (:mod:`.runner`) and import no model;
+:mod:`.generators` adapts the samplers to that callable, and :mod:`.harness` / :mod:`.cli` run a benchmark
+end to end (sharded, resumable, with summary and plot) for the ``eval/`` entry points.
 """
 
 from flexretrofit.evaluation.gsm8k import (
