@@ -13,6 +13,7 @@ from flexretrofit.models import (
     LLaDAModelLM,
     load_tokenizer,
 )
+from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,12 @@ def _register_auto_classes() -> None:
 
 _register_auto_classes()
 
-__all__ = ["FlexMDMConfig", "FlexMDMForMaskedDiffusion", "LLaDAConfig", "LLaDAModelLM", "load_tokenizer"]
+__all__ = [
+    "FlexGenerationConfig",
+    "FlexMDMConfig",
+    "FlexMDMForMaskedDiffusion",
+    "LLaDAConfig",
+    "LLaDAModelLM",
+    "MDMGenerationConfig",
+    "load_tokenizer",
+]
