@@ -151,7 +151,11 @@ def test_zero_shot_prompt_uses_the_chat_template_and_ends_with_the_prefill():
         tokenize=False,
     )
     assert text == expected_head + ASSISTANT_PREFILL
-    assert text.index(GSM8K_INSTRUCTION.splitlines()[0]) < text.index("What is 2 + 2?") < text.rindex("<reasoning>")
+    assert (
+        text.index(GSM8K_INSTRUCTION.splitlines()[0])
+        < text.index("What is 2 + 2?")
+        < text.rindex("<reasoning>")
+    )
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match="chat template"):
         build_gsm8k_prompt("q", tokenizer)

@@ -70,7 +70,9 @@ def test_full_fine_tuning_and_the_mdm_baseline(tiny):
     assert isinstance(baseline.get_base_model(), LLaDAModelLM)
     ids = torch.tensor([[5, 6, 7, 8]])
     positions = torch.tensor([[False, True, False, True]])
-    out = baseline(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), logits_positions=positions)
+    out = baseline(
+        input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), logits_positions=positions
+    )
     full = baseline(input_ids=ids).logits
     assert out.logits.shape == (2, full.shape[-1])
     torch.testing.assert_close(out.logits, full[positions])
