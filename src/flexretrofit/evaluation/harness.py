@@ -108,6 +108,7 @@ class GSM8KBenchmark(Benchmark):
         tokenizer: PreTrainedTokenizerBase,
         *,
         prompt_style: str = "chat",
+        system_prompt: str | None = None,
         seed: int = 0,
     ):
         self.examples = list(examples)
@@ -121,7 +122,8 @@ class GSM8KBenchmark(Benchmark):
                     id=example.id,
                     index=index,
                     prompt=PromptIds(
-                        tuple(gsm8k_prompt_ids(tokenizer, example.question, prompt_style)), seed=seed + index
+                        tuple(gsm8k_prompt_ids(tokenizer, example.question, prompt_style, system_prompt)),
+                        seed=seed + index,
                     ),
                     reference_tokens=len(tokenizer(target, add_special_tokens=False)["input_ids"]),
                 )
