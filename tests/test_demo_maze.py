@@ -1,0 +1,207 @@
+"""The maze demo (recipes/demo_maze.py): the shipped MDM, a shortened comparison end to end, numbers that
+recompute from the written rows, resuming, and the pretraining command."""
+
+import dataclasses
+import json
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from flexretrofit.data.maze import check_answer, read_jsonl
+from flexretrofit.evaluation import read_results, total_variation_distance
+from flexretrofit.models import LLaDAModelLM, load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+demo = runpy.run_path(str(REPO / "recipes" / "demo_maze.py"))
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return demo["load_settings"]()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, settings):
+    """The demo with --quick settings (2 training steps per model, 3 test mazes per difficulty)."""
+    work_dir = tmp_path_factory.mktemp("demo") / "work"
+    summary = demo["run_comparison"](settings, work_dir, quick=True)
+    return work_dir, summary
+
+
+# ---- the shipped checkpoint ----------------------------------------------------------------
+
+
+def test_shipped_checkpoint_is_a_trained_llada_mdm(settings):
+    folder = demo["shipped_mdm_path"]()
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "maze_task.json"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in names)  # safetensors only
+    assert (folder / "model.safetensors").stat().st_size < 10 * 2**20
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        assert any("transformer.blocks" in key for key in weights.keys())
+
+    model = LLaDAModelLM.from_pretrained(folder).eval()
+    assert model.config.model_type == "llada"
+    tokenizer = load_tokenizer(folder)
+    assert model.config.mask_token_id == tokenizer.mask_token_id
+    record = json.loads((folder / "maze_task.json").read_text())
+    assert record["task"] == json.loads(json.dumps(dataclasses.asdict(settings.task)))
+    assert record["canvas_length"] == demo["canvas_length"](tokenizer, settings.task)
+
+    # Trained as an MDM on an EOS-padded canvas: from a fully masked answer it fills the canvas end with EOS
+    # and the answer start with a move; a random model does neither.
+    maze = demo["build_task_splits"](dataclasses.replace(settings.task, num_train=0))["test"][0]
+    prompt = tokenizer(maze.to_dict()["prompt"], add_special_tokens=False)["input_ids"]
+    canvas = [*prompt, *[tokenizer.mask_token_id] * (record["canvas_length"] - len(prompt))]
+    with torch.no_grad():
+        predicted = model(torch.tensor([canvas])).logits[0].argmax(-1)
+    assert predicted[-1].item() == tokenizer.eos_token_id
+    assert tokenizer.decode(predicted[len(prompt)]).strip() in {"U", "D", "L", "R"}
+
+
+# ---- the shortened demo ---------------------------------------------------------------------
+
+
+def test_quick_demo_writes_a_full_report(quick_run, settings):
+    work_dir, summary = quick_run
+    report = (work_dir / "report.md").read_text()
+    for section in (
+        "# FlexMDM vs MDM on maze planning",
+        "## Results",
+        "## Speed and budget",
+        "## Samples",
+        "## Files",
+    ):
+        assert section in report
+    for name in [*settings.task.difficulties, "all"]:
+        assert f"| {name} | " in report
+    assert "Paper" in report and "+---+" in report  # the paper's numbers and a rendered maze
+    assert (work_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((work_dir / "summary.json").read_text())
+    assert on_disk["results"] == json.loads(json.dumps(summary["results"]))
+    assert (
+        summary["training"]["flexmdm"]["steps"]
+        == summary["training"]["mdm"]["steps"]
+        == settings.quick.train_steps
+    )
+    for model in ("mdm", "flexmdm"):
+        rows = read_results(work_dir / f"results_{model}.jsonl")
+        assert len(rows) == settings.quick.num_test_per_difficulty * len(settings.task.difficulties)
+
+
+def test_reported_numbers_recompute_from_the_rows(quick_run):
+    work_dir, summary = quick_run
+    tokenizer = load_tokenizer(summary["training"]["flexmdm"]["final"])
+    mazes = {maze.id: maze for maze in read_jsonl(work_dir / "data" / "test.jsonl")}
+    for model in ("mdm", "flexmdm"):
+        rows = read_results(work_dir / f"results_{model}.jsonl")
+        for difficulty in ("easy", "hard"):
+            group = [row for row in rows if row["difficulty"] == difficulty]
+            for row in group:  # the text is what the ids decode to, and the length is the ids' count
+                assert row["generated_text"] == tokenizer.decode(
+                    row["generated_token_ids"], skip_special_tokens=False
+                )
+            success = sum(check_answer(mazes[r["id"]], r["generated_text"]).valid for r in group) / len(group)
+            tv = total_variation_distance(
+                [len(r["generated_token_ids"]) for r in group], [mazes[r["id"]].num_moves for r in group]
+            )
+            reported = summary["results"][model][difficulty]
+            assert reported["success"] == pytest.approx(success)
+            assert reported["length_tv"] == pytest.approx(tv)
+    report = (work_dir / "report.md").read_text()
+    hard = summary["results"]["flexmdm"]["hard"]
+    assert f"{hard['length_tv']:.3f}" in report
+
+
+def test_summary_counts_successes_and_lengths():
+    rows = [
+        {
+            "difficulty": "easy",
+            "valid": True,
+            "reason": "ok",
+            "generated_tokens": 2,
+            "reference_moves": 2,
+            "seconds": 0.5,
+        },
+        {
+            "difficulty": "easy",
+            "valid": False,
+            "reason": "wall",
+            "generated_tokens": 3,
+            "reference_moves": 2,
+            "seconds": 0.5,
+        },
+    ]
+    summary = demo["summarize_rows"](rows, ["easy"])
+    easy = summary["easy"]
+    assert (easy["successes"], easy["success"], easy["length_exact"]) == (1, 0.5, 0.5)
+    assert easy["length_tv"] == pytest.approx(0.5)
+    assert easy["failures"] == {"wall": 1}
+    assert easy["ci95"][0] < 0.5 < easy["ci95"][1]
+    assert summary["speed"]["tokens_per_second"] == pytest.approx(5.0)
+
+
+def test_an_interrupted_demo_continues(quick_run, settings):
+    work_dir, summary = quick_run
+    path = work_dir / "results_flexmdm.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = "".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2]  # two rows lost, one cut mid-write
+    path.write_text(kept)
+    resumed = demo["run_comparison"](settings, work_dir, quick=True)
+    rows = read_results(path)
+    assert len(rows) == len(lines)
+    assert [json.loads(line)["id"] for line in lines] == [row["id"] for row in rows]
+    assert resumed["results"]["flexmdm"]["all"]["n"] == summary["results"]["flexmdm"]["all"]["n"]
+    assert resumed["training"] == summary["training"]  # the trained models were reused, not retrained
+
+
+def test_a_work_dir_refuses_other_settings(quick_run, settings):
+    work_dir, _ = quick_run
+    with pytest.raises(ValueError, match="other settings"):
+        demo["run_comparison"](settings, work_dir, quick=False)
+
+
+def test_budgets_must_match(tmp_path, settings):
+    text = re.sub(
+        r"max_steps: (\d+)",
+        lambda m: f"max_steps: {int(m[1]) + 1}",
+        (REPO / settings.compare.mdm_config).read_text(),
+    )
+    (tmp_path / "mdm.yaml").write_text(text)
+    other = demo["load_settings"]()
+    other.compare.mdm_config = str(tmp_path / "mdm.yaml")
+    with pytest.raises(ValueError, match="same budget"):
+        demo["run_comparison"](other, tmp_path / "work")
+
+
+def test_settings_reject_unknown_keys(tmp_path):
+    (tmp_path / "maze.yaml").write_text(
+        (REPO / "recipes/configs/demo/maze.yaml").read_text() + "\nquick:\n  stepz: 1\n"
+    )
+    with pytest.raises(ValueError, match="stepz"):
+        demo["load_settings"](tmp_path / "maze.yaml")
+
+
+# ---- pretraining ----------------------------------------------------------------------------
+
+
+def test_pretrain_command_writes_a_loadable_maze_mdm(tmp_path, settings):
+    out = tmp_path / "mdm"
+    demo["main"](["pretrain", "--quick", "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)])
+    record = json.loads((out / "maze_task.json").read_text())
+    assert record["pretraining"]["steps"] == settings.quick.train_steps
+    assert (
+        record["canvas_length"]
+        == json.loads((demo["shipped_mdm_path"]() / "maze_task.json").read_text())["canvas_length"]
+    )
+    model = LLaDAModelLM.from_pretrained(out)
+    shipped = LLaDAModelLM.from_pretrained(demo["shipped_mdm_path"]())
+    assert (
+        model.config.to_dict()["n_layers"]
+        == shipped.config.n_layers
+        == settings.pretrain.backbone["n_layers"]
+    )
