@@ -302,7 +302,7 @@ def test_jsonl_round_trip(tmp_path):
     loaded = load_splits(tmp_path / "maze")
     assert loaded == splits
     record = loaded["test"][0].to_dict()
-    assert set(record) == {"id", "difficulty", "prompt", "answer", "num_moves", "maze"}
+    assert set(record) == {"id", "difficulty", "answer_format", "prompt", "answer", "num_moves", "maze"}
     assert record["prompt"] == prompt_text(splits["test"][0]) and record["answer"] == answer_text(
         splits["test"][0]
     )
@@ -316,3 +316,28 @@ def test_jsonl_with_a_stale_prompt_is_rejected(tmp_path):
         read_jsonl(path)
     with pytest.raises(FileNotFoundError, match="save_splits"):
         load_splits(tmp_path / "missing")
+
+
+def test_cells_format_writes_cell_ids_and_checks_them(tmp_path):
+    spec = {"hard": MazeDifficulty("hard", height=4, width=4, min_moves=3, max_moves=8)}
+    cells = build_splits(6, 2, 4, seed=3, difficulties=spec, answer_format="cells")
+    moves = build_splits(6, 2, 4, seed=3, difficulties=spec)
+    # The same mazes in either format; only the text differs.
+    assert [i.id for i in cells["test"]] == [i.id for i in moves["test"]]
+    instance = cells["test"][0]
+    start, goal = (instance.start[0] * 4 + instance.start[1]), (instance.goal[0] * 4 + instance.goal[1])
+    assert prompt_text(instance).endswith(f"start {start:x} goal {goal:x} path:")
+    answer = answer_text(instance)
+    assert len(answer.split()) == instance.num_moves and answer.split()[-1] == f"{goal:x}"
+    assert check_answer(instance, answer).valid
+    assert read_jsonl(write_jsonl(cells["test"], tmp_path / "cells.jsonl")) == cells["test"]
+    # A jump to a cell that is not a neighbour, a cell off the grid, and a wrong last cell all fail.
+    ids = answer.split()
+    assert check_answer(instance, " ".join(ids[:-2] + [ids[-1]])).reason in {"garbage", "wall"}
+    assert check_answer(instance, answer + " z").reason == "garbage"
+    assert not check_answer(instance, " ".join(ids[:-1])).valid
+
+
+def test_cells_format_refuses_grids_beyond_one_hex_digit():
+    with pytest.raises(ValueError, match="at most 16 cells"):
+        build_splits(1, 0, 0, difficulties={"big": MazeDifficulty("big", 5, 5, 2, 6)}, answer_format="cells")

@@ -1,5 +1,7 @@
-"""The maze demo (recipes/demo_maze.py): the shipped MDM, a shortened comparison end to end, numbers that
-recompute from the written rows, resuming, and the pretraining command."""
+"""The maze demo (flexretrofit.demo, run by recipes/demo_maze.py): the shipped MDM, a shortened comparison
+end to end, numbers that recompute from the written rows, resuming, and the pretraining command.
+
+The scoring, summary and report functions have their own tests in test_evaluation_maze.py."""
 
 import dataclasses
 import json
@@ -12,23 +14,33 @@ import torch
 from safetensors import safe_open
 
 from flexretrofit.data.maze import check_answer, read_jsonl
+from flexretrofit.demo import (
+    build_task_splits,
+    canvas_length,
+    load_settings,
+    run_comparison,
+    shipped_mdm_path,
+)
 from flexretrofit.evaluation import read_results, total_variation_distance
+from flexretrofit.evaluation.maze import summarize_rows
+from flexretrofit.evaluation.maze_report import verdict_lines
 from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-demo = runpy.run_path(str(REPO / "recipes" / "demo_maze.py"))
+recipe = runpy.run_path(str(REPO / "recipes" / "demo_maze.py"))
+train = recipe["train_with_instruct"]  # the recipe's trainer: recipes/instruct.py
 
 
 @pytest.fixture(scope="module")
 def settings():
-    return demo["load_settings"]()
+    return load_settings()
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, settings):
     """The demo with --quick settings (2 training steps per model, 3 test mazes per difficulty)."""
     work_dir = tmp_path_factory.mktemp("demo") / "work"
-    summary = demo["run_comparison"](settings, work_dir, quick=True)
+    summary = run_comparison(settings, work_dir, quick=True, train=train)
     return work_dir, summary
 
 
@@ -36,7 +48,7 @@ def quick_run(tmp_path_factory, settings):
 
 
 def test_shipped_checkpoint_is_a_trained_llada_mdm(settings):
-    folder = demo["shipped_mdm_path"]()
+    folder = shipped_mdm_path()
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "maze_task.json"} <= names
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in names)  # safetensors only
@@ -50,11 +62,11 @@ def test_shipped_checkpoint_is_a_trained_llada_mdm(settings):
     assert model.config.mask_token_id == tokenizer.mask_token_id
     record = json.loads((folder / "maze_task.json").read_text())
     assert record["task"] == json.loads(json.dumps(dataclasses.asdict(settings.task)))
-    assert record["canvas_length"] == demo["canvas_length"](tokenizer, settings.task)
+    assert record["canvas_length"] == canvas_length(tokenizer, settings.task)
 
     # Trained as an MDM on an EOS-padded canvas: from a fully masked answer it fills the canvas end with EOS
     # and the answer start with a move; a random model does neither.
-    maze = demo["build_task_splits"](dataclasses.replace(settings.task, num_train=0))["test"][0]
+    maze = build_task_splits(dataclasses.replace(settings.task, num_train=0))["test"][0]
     prompt = tokenizer(maze.to_dict()["prompt"], add_special_tokens=False)["input_ids"]
     canvas = [*prompt, *[tokenizer.mask_token_id] * (record["canvas_length"] - len(prompt))]
     with torch.no_grad():
@@ -75,6 +87,8 @@ def test_quick_demo_writes_a_full_report(quick_run, settings):
         "## Speed and budget",
         "## Samples",
         "## Files",
+        "What the numbers say:",
+        "The MDM was pretrained from a random LLaDA",
     ):
         assert section in report
     for name in [*settings.task.difficulties, "all"]:
@@ -136,7 +150,7 @@ def test_summary_counts_successes_and_lengths():
             "seconds": 0.5,
         },
     ]
-    summary = demo["summarize_rows"](rows, ["easy"])
+    summary = summarize_rows(rows, ["easy"])
     easy = summary["easy"]
     assert (easy["successes"], easy["success"], easy["length_exact"]) == (1, 0.5, 0.5)
     assert easy["length_tv"] == pytest.approx(0.5)
@@ -145,13 +159,26 @@ def test_summary_counts_successes_and_lengths():
     assert summary["speed"]["tokens_per_second"] == pytest.approx(5.0)
 
 
+def test_verdict_counts_a_difference_only_when_intervals_separate():
+    def stats(success, low, high, tv):
+        return {"success": success, "ci95": [low, high], "length_tv": tv, "length_exact": success}
+
+    results = {
+        "mdm": {"easy": stats(0.2, 0.1, 0.3, 0.4), "all": stats(0.5, 0.4, 0.6, 0.2)},
+        "flexmdm": {"easy": stats(0.8, 0.7, 0.9, 0.1), "all": stats(0.55, 0.45, 0.65, 0.3)},
+    }
+    easy, overall = verdict_lines(results, ["easy"])
+    assert "FlexMDM succeeds more often" in easy and "FlexMDM's answer lengths are closer" in easy
+    assert "no clear success difference" in overall and "the MDM's answer lengths are closer" in overall
+
+
 def test_an_interrupted_demo_continues(quick_run, settings):
     work_dir, summary = quick_run
     path = work_dir / "results_flexmdm.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     kept = "".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2]  # two rows lost, one cut mid-write
     path.write_text(kept)
-    resumed = demo["run_comparison"](settings, work_dir, quick=True)
+    resumed = run_comparison(settings, work_dir, quick=True, train=train)
     rows = read_results(path)
     assert len(rows) == len(lines)
     assert [json.loads(line)["id"] for line in lines] == [row["id"] for row in rows]
@@ -162,7 +189,9 @@ def test_an_interrupted_demo_continues(quick_run, settings):
 def test_a_work_dir_refuses_other_settings(quick_run, settings):
     work_dir, _ = quick_run
     with pytest.raises(ValueError, match="other settings"):
-        demo["run_comparison"](settings, work_dir, quick=False)
+        run_comparison(settings, work_dir, quick=False, train=train)
+    with pytest.raises(ValueError, match="other settings"):  # the recipe's `run` command, not --quick
+        recipe["main"](["run", "--work-dir", str(work_dir)])
 
 
 def test_budgets_must_match(tmp_path, settings):
@@ -172,10 +201,10 @@ def test_budgets_must_match(tmp_path, settings):
         (REPO / settings.compare.mdm_config).read_text(),
     )
     (tmp_path / "mdm.yaml").write_text(text)
-    other = demo["load_settings"]()
+    other = load_settings()
     other.compare.mdm_config = str(tmp_path / "mdm.yaml")
     with pytest.raises(ValueError, match="same budget"):
-        demo["run_comparison"](other, tmp_path / "work")
+        run_comparison(other, tmp_path / "work", train=train)
 
 
 def test_settings_reject_unknown_keys(tmp_path):
@@ -183,7 +212,7 @@ def test_settings_reject_unknown_keys(tmp_path):
         (REPO / "recipes/configs/demo/maze.yaml").read_text() + "\nquick:\n  stepz: 1\n"
     )
     with pytest.raises(ValueError, match="stepz"):
-        demo["load_settings"](tmp_path / "maze.yaml")
+        load_settings(tmp_path / "maze.yaml")
 
 
 # ---- pretraining ----------------------------------------------------------------------------
@@ -191,15 +220,15 @@ def test_settings_reject_unknown_keys(tmp_path):
 
 def test_pretrain_command_writes_a_loadable_maze_mdm(tmp_path, settings):
     out = tmp_path / "mdm"
-    demo["main"](["pretrain", "--quick", "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)])
+    recipe["main"](["pretrain", "--quick", "--work-dir", str(tmp_path / "work"), "--output-dir", str(out)])
     record = json.loads((out / "maze_task.json").read_text())
     assert record["pretraining"]["steps"] == settings.quick.train_steps
     assert (
         record["canvas_length"]
-        == json.loads((demo["shipped_mdm_path"]() / "maze_task.json").read_text())["canvas_length"]
+        == json.loads((shipped_mdm_path() / "maze_task.json").read_text())["canvas_length"]
     )
     model = LLaDAModelLM.from_pretrained(out)
-    shipped = LLaDAModelLM.from_pretrained(demo["shipped_mdm_path"]())
+    shipped = LLaDAModelLM.from_pretrained(shipped_mdm_path())
     assert (
         model.config.to_dict()["n_layers"]
         == shipped.config.n_layers

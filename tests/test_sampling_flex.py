@@ -268,6 +268,62 @@ def test_mean_unmask_count_follows_the_models_unmask_rate():
     assert not (last.sequences == MASK).any(), "the last step fills every MASK"
 
 
+class RemainingCountStub(StubFlexMDM):
+    """Knows the answer length: the end slot predicts exactly the tokens still missing, other slots 0."""
+
+    def __init__(self, total_length, **kwargs):
+        super().__init__(**kwargs)
+        self.total_length = total_length
+
+    def forward(self, input_ids, t, attention_mask=None, logits_positions=None):
+        out = super().forward(input_ids, t, attention_mask, logits_positions)
+        lengths = attention_mask.sum(dim=1)
+        end_slot = torch.arange(input_ids.shape[1] + 1)[None] == lengths[:, None]
+        missing = (self.total_length - lengths).clamp(min=0).float()
+        return FlexMDMOutput(logits=out.logits, expected_gaps=end_slot * missing[:, None])
+
+
+@pytest.mark.parametrize("insertion", ["linear", {"name": "geometric", "min": 10.0, "max": 0.01}])
+def test_binomial_counts_reach_a_known_length_exactly_where_poisson_steps_miss_it(insertion):
+    stub = RemainingCountStub(total_length=12, insertion=insertion, max_length=64)
+    prompts = [[BOS, 5]] * 64
+    exact = generate_flex(stub, prompts, steps=16, max_length=64, count_distribution="binomial", seed=1)
+    assert exact.lengths.tolist() == [12] * 64
+    euler = generate_flex(stub, prompts, steps=16, max_length=64, seed=1)
+    assert (euler.lengths != 12).sum() >= 8, "the test can tell the two count distributions apart"
+
+
+def test_binomial_unmask_counts_follow_the_step_probability():
+    steps, rows = 16, 48
+    stub = StubFlexMDM(gap=1.5, max_length=1024, unmask={"name": "polynomial", "power": 3.0})
+    output = generate_flex(
+        stub,
+        [[BOS, 5]] * rows,
+        steps=steps,
+        max_length=1024,
+        return_trace=True,
+        seed=5,
+        count_distribution="binomial",
+    )
+    unmasked, expected, variance = 0, 0.0, 0.0
+    for k, (prev, cur) in enumerate(zip(output.trace[:-2], output.trace[1:-1])):
+        masks = (prev.sequences == MASK).sum(1).double()
+        survival = stub.unmask_schedule.survival(
+            torch.tensor([k / steps, (k + 1) / steps], dtype=torch.float64)
+        )
+        p = float(1 - survival[1] / survival[0])
+        unmasked += int(cur.unmasked.sum())
+        expected += float((masks * p).sum())
+        variance += float((masks * p * (1 - p)).sum())
+    assert expected > 100
+    assert abs(unmasked - expected) < 4 * variance**0.5 + 1
+
+
+def test_unknown_count_distribution_is_refused():
+    with pytest.raises(ValueError, match="count_distribution"):
+        FlexGenerationConfig(count_distribution="normal")
+
+
 def test_insertions_are_truncated_slot_by_slot_at_the_cap():
     stub = StubFlexMDM(gap=50.0, max_length=64)
     output = generate_flex(stub, prompts_of([3, 10], high=40), steps=6, max_length=40, return_trace=True)

@@ -7,6 +7,7 @@ import torch
 
 from flexretrofit.sampling.randomness import (
     POISSON_EXACT_MAX,
+    binomial_inverse_cdf,
     categorical_inverse_cdf,
     counter_uniform,
     mix64,
@@ -97,3 +98,24 @@ def test_row_seeds_default_to_seed_plus_row_and_check_explicit_lists():
     assert row_seeds(10, [4, 4, 8], 3).tolist() == [4, 4, 8]
     with pytest.raises(ValueError, match="one seed per row"):
         row_seeds(0, [1, 2], 3)
+
+
+@pytest.mark.parametrize("count,prob", [(1, 0.3), (7, 0.5), (20, 0.05), (40, 0.9)])
+def test_binomial_inversion_has_the_right_mean_and_variance(count, prob):
+    n = 40_000
+    u = counter_uniform(torch.tensor([2]), 0, 0, torch.arange(n))
+    draws = binomial_inverse_cdf(torch.full((n,), count), prob, u).double()
+    assert ((draws >= 0) & (draws <= count)).all()
+    mean, variance = count * prob, count * prob * (1 - prob)
+    assert abs(draws.mean().item() - mean) < 4 * math.sqrt(variance / n)
+    assert abs(draws.var().item() - variance) < 0.06 * variance + 0.01
+
+
+def test_binomial_inversion_is_exact_at_the_edges():
+    u = torch.tensor([0.5, 0.999, 1e-9, 0.5], dtype=torch.float64)
+    counts = torch.tensor([5, 0, 3, 4])
+    prob = torch.tensor([1.0, 0.7, 0.0, 0.5], dtype=torch.float64)
+    assert binomial_inverse_cdf(counts, prob, u).tolist() == [5, 0, 0, 2]
+    # P(X = 0 | n = 2, p = 0.5) = 1/4: u just below / above it gives 0 / 1.
+    edge = torch.tensor([0.25 - 1e-9, 0.25 + 1e-9], dtype=torch.float64)
+    assert binomial_inverse_cdf(torch.tensor([2, 2]), 0.5, edge).tolist() == [0, 1]

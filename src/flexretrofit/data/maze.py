@@ -21,6 +21,16 @@ Text format (one token per cell and per move under a byte-level BPE that knows `
 - ``start`` / ``goal`` are ``row,column``, zero-based, row 0 at the top.
 - The answer is the moves ``U D L R``, each preceded by one space (so every move is the same token,
   the first one included). :func:`parse_moves` accepts any whitespace between moves, or none.
+
+A second answer format, ``cells`` (:data:`ANSWER_FORMATS`), writes the path as the cells it visits, one
+hex digit per cell (index ``row * width + column``), and the start and goal the same way::
+
+    prompt: maze 3x3 walls: 9 5 3 d 3 a d 6 9 6 ... start 1 goal 6 path:
+    answer:  4 3 6
+
+Each answer token then says where the path is, so the number of cells missing between two known cells
+is their distance in the maze minus one: a local question, which is what an inserting model can use.
+Cell ids are single hex digits, so this format takes grids of at most 16 cells.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
 ALL_WALLS = 15
 
 SPLITS = ("train", "validation", "test")
+ANSWER_FORMATS = ("moves", "cells")
+MAX_CELLS_FOR_CELL_IDS = 16  # cell ids are written as one hex digit
 
 # Text that covers every symbol of the format, to add to a tokenizer's training corpus so that each cell
 # (" 0".." f") and each move (" U" " D" " L" " R") becomes one token.
@@ -100,12 +112,20 @@ class MazeInstance:
     start: tuple[int, int]
     goal: tuple[int, int]
     path: tuple[str, ...]
+    answer_format: str = "moves"
     canonical_hash: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("walls", "start", "goal", "path"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate_walls(self.height, self.width, self.walls)
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}.")
+        if self.answer_format == "cells" and self.height * self.width > MAX_CELLS_FOR_CELL_IDS:
+            raise ValueError(
+                f"the cells answer format writes each cell as one hex digit, so grids have at most "
+                f"{MAX_CELLS_FOR_CELL_IDS} cells; got {self.height}x{self.width}. Use answer_format='moves'."
+            )
         for name in ("start", "goal"):
             row, col = getattr(self, name)
             if not (0 <= row < self.height and 0 <= col < self.width):
@@ -135,6 +155,7 @@ class MazeInstance:
         return {
             "id": self.id,
             "difficulty": self.difficulty,
+            "answer_format": self.answer_format,
             "prompt": prompt_text(self),
             "answer": answer_text(self),
             "num_moves": self.num_moves,
@@ -151,15 +172,26 @@ class MazeInstance:
     def from_dict(cls, record: Mapping) -> MazeInstance:
         """Inverse of :meth:`to_dict`; raises ValueError if the stored texts do not match the maze."""
         maze = record["maze"]
-        instance = cls(
+        answer_format = record.get("answer_format", "moves")
+        shape = dict(
             difficulty=record["difficulty"],
             height=maze["height"],
             width=maze["width"],
             walls=maze["walls"],
             start=tuple(maze["start"]),
             goal=tuple(maze["goal"]),
-            path=parse_moves(record["answer"]),
         )
+        if answer_format == "cells":
+            unchecked = cls(
+                **shape,
+                path=shortest_path(
+                    maze["height"], maze["width"], maze["walls"], tuple(maze["start"]), tuple(maze["goal"])
+                ),
+            )
+            path = cells_to_moves(unchecked, parse_cells(record["answer"]))
+        else:
+            path = parse_moves(record["answer"])
+        instance = cls(**shape, path=path, answer_format=answer_format)
         if record.get("prompt") != prompt_text(instance) or record.get("id") != instance.id:
             raise ValueError(
                 f"maze record {record.get('id')!r}: its prompt or id does not match its maze; it was written by "
@@ -187,17 +219,64 @@ class CheckResult:
 
 
 def prompt_text(instance: MazeInstance) -> str:
-    """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:``"""
+    """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:`` (``cells`` format: ``start i
+    goal j`` with hex cell ids)."""
     cells = " ".join(f"{mask:x}" for mask in instance.walls)
-    return (
-        f"maze {instance.height}x{instance.width} walls: {cells} "
-        f"start {_cell(instance.start)} goal {_cell(instance.goal)} path:"
-    )
+    if instance.answer_format == "cells":
+        start, goal = _cell_id(instance, instance.start), _cell_id(instance, instance.goal)
+    else:
+        start, goal = _cell(instance.start), _cell(instance.goal)
+    return f"maze {instance.height}x{instance.width} walls: {cells} start {start} goal {goal} path:"
 
 
 def answer_text(instance: MazeInstance) -> str:
-    """The reference moves, each preceded by a space: ``" D L L D R"``."""
+    """The reference answer, each token preceded by a space: the moves (``" D L L D R"``), or for the
+    ``cells`` format the hex ids of the cells the path visits after the start (``" 3 4 5 8"``)."""
+    if instance.answer_format == "cells":
+        return "".join(f" {_cell_id(instance, cell)}" for cell in path_cells(instance, instance.path))
     return "".join(f" {move}" for move in instance.path)
+
+
+def path_cells(instance: MazeInstance, moves: Sequence[str]) -> list[tuple[int, int]]:
+    """The cells visited after each move from the start (walls are not checked here)."""
+    row, col = instance.start
+    cells = []
+    for move in moves:
+        d_row, d_col = MOVES[move]
+        row, col = row + d_row, col + d_col
+        cells.append((row, col))
+    return cells
+
+
+def parse_cells(text: str) -> tuple[int, ...]:
+    """Hex cell ids in generated ``cells`` answer text; whitespace is ignored, anything else raises ValueError."""
+    cells = []
+    for position, char in enumerate(text):
+        if char in "0123456789abcdef":
+            cells.append(int(char, 16))
+        elif not char.isspace():
+            raise ValueError(f"unexpected character {char!r} at position {position}; cells are hex digits.")
+    return tuple(cells)
+
+
+def cells_to_moves(instance: MazeInstance, cell_ids: Sequence[int]) -> tuple[str, ...]:
+    """The moves that walk from the start through ``cell_ids``; ValueError if a cell is off the grid or
+    is not a neighbour of the one before it (walls are left to :func:`walk`)."""
+    moves = []
+    row, col = instance.start
+    by_step = {step: move for move, step in MOVES.items()}
+    for index, cell_id in enumerate(cell_ids):
+        if cell_id >= instance.height * instance.width:
+            raise ValueError(
+                f"cell {index} ({cell_id:x}) is outside the {instance.height}x{instance.width} grid"
+            )
+        next_row, next_col = divmod(cell_id, instance.width)
+        move = by_step.get((next_row - row, next_col - col))
+        if move is None:
+            raise ValueError(f"cell {index} ({cell_id:x}) is not next to {row},{col}")
+        moves.append(move)
+        row, col = next_row, next_col
+    return tuple(moves)
 
 
 def parse_moves(text: str) -> tuple[str, ...]:
@@ -236,9 +315,13 @@ def walk(instance: MazeInstance, moves: Iterable[str]) -> tuple[tuple[int, int],
 
 
 def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
-    """Exact check of a generated answer: legal moves only, ends at the goal, and shortest length."""
+    """Exact check of a generated answer (in the instance's answer format): legal moves only, ends at the
+    goal, and shortest length. A ``cells`` answer that jumps to a non-neighbouring cell is ``garbage``."""
     try:
-        moves = parse_moves(generated_text)
+        if instance.answer_format == "cells":
+            moves = cells_to_moves(instance, parse_cells(generated_text))
+        else:
+            moves = parse_moves(generated_text)
     except ValueError as error:
         return CheckResult(False, "garbage", str(error))
     if not moves:
@@ -311,7 +394,7 @@ def shortest_path(
 
 
 def sample_instance(
-    difficulty: str | MazeDifficulty, rng: random.Random, max_tries: int = 1000
+    difficulty: str | MazeDifficulty, rng: random.Random, max_tries: int = 1000, answer_format: str = "moves"
 ) -> MazeInstance:
     """One instance; its path length is drawn uniformly from the difficulty's range first, then a maze and
     a start/goal pair at that distance are searched for, so the length distribution stays exactly uniform."""
@@ -326,7 +409,9 @@ def sample_instance(
             if goals:
                 goal = rng.choice(goals)
                 path = _trace(parents, spec.width, goal)
-                return MazeInstance(spec.name, spec.height, spec.width, walls, start, goal, path)
+                return MazeInstance(
+                    spec.name, spec.height, spec.width, walls, start, goal, path, answer_format
+                )
     raise ValueError(
         f"found no {spec.height}x{spec.width} maze with a {target}-move path in {max_tries} tries; "
         f"lower max_moves of difficulty {spec.name!r}."
@@ -340,6 +425,7 @@ def build_splits(
     seed: int = 0,
     difficulty_mix: Mapping[str, float] | None = None,
     difficulties: Mapping[str, MazeDifficulty] | None = None,
+    answer_format: str = "moves",
 ) -> dict[str, list[MazeInstance]]:
     """Disjoint ``train`` / ``validation`` / ``test`` splits, reproducible from ``seed``.
 
@@ -351,6 +437,7 @@ def build_splits(
         difficulty_mix: weight per difficulty name (default: equal weights over ``difficulties``); each
             split holds that many instances per difficulty (largest-remainder rounding), shuffled.
         difficulties: the difficulty specs by name (default :data:`DIFFICULTIES`).
+        answer_format: ``moves`` or ``cells`` (:data:`ANSWER_FORMATS`); the mazes drawn do not depend on it.
     """
     difficulties = dict(DIFFICULTIES if difficulties is None else difficulties)
     mix = dict(difficulty_mix) if difficulty_mix is not None else dict.fromkeys(difficulties, 1.0)
@@ -369,7 +456,7 @@ def build_splits(
         instances = []
         for name, count in _apportion(size, mix).items():
             rng = random.Random(f"flexretrofit.maze/{seed}/{split}/{name}")
-            instances.extend(_draw_unique(difficulties[name], count, rng, seen))
+            instances.extend(_draw_unique(difficulties[name], count, rng, seen, answer_format))
         random.Random(f"flexretrofit.maze/{seed}/{split}/order").shuffle(instances)
         splits[split] = instances
     return {split: splits[split] for split in SPLITS}
@@ -471,6 +558,10 @@ def _cell(cell: tuple[int, int]) -> str:
     return f"{cell[0]},{cell[1]}"
 
 
+def _cell_id(instance: MazeInstance, cell: tuple[int, int]) -> str:
+    return f"{cell[0] * instance.width + cell[1]:x}"
+
+
 def _hex_walls(walls: Sequence[int]) -> str:
     return "".join(f"{mask:x}" for mask in walls)
 
@@ -548,11 +639,13 @@ def _apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def _draw_unique(spec: MazeDifficulty, count: int, rng: random.Random, seen: set[str]) -> list[MazeInstance]:
+def _draw_unique(
+    spec: MazeDifficulty, count: int, rng: random.Random, seen: set[str], answer_format: str = "moves"
+) -> list[MazeInstance]:
     instances = []
     duplicates = 0
     while len(instances) < count:
-        instance = sample_instance(spec, rng)
+        instance = sample_instance(spec, rng, answer_format=answer_format)
         if instance.canonical_hash in seen:
             duplicates += 1
             if duplicates > 100 + count:

@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig
 
 CONFIDENCE_METHODS = ("top_prob", "prob_diff", "entropy", "position")
+COUNT_DISTRIBUTIONS = ("poisson", "binomial")
 REMASKING_METHODS = ("low_confidence", "random")
 
 
@@ -79,6 +80,9 @@ class FlexGenerationConfig(_SamplerConfig):
         bucket_size: each step runs on the current lengths rounded up to a multiple of this.
         fixed_canvas / full_softmax: run every step on a ``max_length`` canvas / with a full-vocabulary
             softmax at every position (the published sampler's cost). Same output; for benchmarks only.
+        count_distribution: ``"poisson"`` (published: Euler steps of the rates, ``K ~ Poisson(rate dt)``) or
+            ``"binomial"`` (the exact jumps over each step from the remaining counts, and the last inserting
+            step inserts every slot's whole predicted gap).
     """
 
     sampler_fields: ClassVar[tuple[str, ...]] = (
@@ -96,6 +100,7 @@ class FlexGenerationConfig(_SamplerConfig):
         "bucket_size",
         "fixed_canvas",
         "full_softmax",
+        "count_distribution",
     )
 
     def __init__(
@@ -114,10 +119,12 @@ class FlexGenerationConfig(_SamplerConfig):
         bucket_size: int = 16,
         fixed_canvas: bool = False,
         full_softmax: bool = False,
+        count_distribution: str = "poisson",
         **kwargs,
     ):
         # Set before the parent's __init__, which calls validate().
         self.steps = steps
+        self.count_distribution = count_distribution
         self.confidence = confidence
         self.sliding_window = sliding_window
         self.window_scale = window_scale
@@ -144,6 +151,10 @@ class FlexGenerationConfig(_SamplerConfig):
             raise ValueError(f"window_scale must be > 0 (published: 15), got {self.window_scale!r}.")
         _check_positive_int("max_window", self.max_window)
         _check_positive_int("bucket_size", self.bucket_size)
+        if self.count_distribution not in COUNT_DISTRIBUTIONS:
+            raise ValueError(
+                f"unknown count_distribution {self.count_distribution!r}; choose one of {', '.join(COUNT_DISTRIBUTIONS)}."
+            )
         if self.row_seeds is not None:
             if torch.is_tensor(self.row_seeds):
                 self.row_seeds = [int(s) for s in self.row_seeds.tolist()]

@@ -8,6 +8,12 @@ Step ``k`` of ``N`` (``t = k / N``, ``dt = 1 / N``), for every row at once:
    optionally within a sliding window of the leftmost MASKs; each gets its argmax (or sampled) token;
 3. insert ``e_i ~ Poisson(g_hat_i * kappa_alpha(t) * dt)`` MASKs at every eligible slot ``i``, keeping
    insertions slot by slot from the left until the length cap;
+
+   with ``count_distribution="binomial"`` the counts are the exact jumps of the process over the step
+   instead: ``K ~ Bin(#MASK, p_beta)`` and ``e_i ~ Bin(round(g_hat_i), p_alpha)`` with
+   ``p = 1 - S(t + dt) / S(t)`` (``S = 1 - schedule``; ``round`` stochastic, mean-preserving), and the last
+   inserting step takes ``p_alpha = 1``, so a slot's whole predicted gap is inserted by the end (Euler
+   Poisson steps stop at ``t = (N - 1) / N`` and leave each token missing with chance ``~1 / N``);
 4. the last step fills every remaining MASK and inserts nothing.
 
 The rates come from the model's own schedules (``model.unmask_schedule``, ``model.insertion_schedule``),
@@ -35,8 +41,10 @@ from torch import Tensor, nn
 from flexretrofit.sampling.config import FlexGenerationConfig, resolve_generation_config
 from flexretrofit.sampling.randomness import (
     STREAM_INSERTION,
+    STREAM_ROUNDING,
     STREAM_TOKEN,
     STREAM_UNMASK_COUNT,
+    binomial_inverse_cdf,
     categorical_inverse_cdf,
     counter_uniform,
     poisson_inverse_cdf,
@@ -213,7 +221,13 @@ def _sample(
         for k in range(steps):
             t = k / steps
             rates = None
-            if k < steps - 1:
+            if k < steps - 1 and config.count_distribution == "binomial":
+                # Exact per-step probabilities; the last inserting step takes every slot's remaining count.
+                rates = (
+                    step_probability(unmask_schedule, t, (k + 1) / steps),
+                    1.0 if k == steps - 2 else step_probability(insertion_schedule, t, (k + 1) / steps),
+                )
+            elif k < steps - 1:
                 t64 = torch.tensor(t, dtype=torch.float64)
                 rates = (
                     float(unmask_schedule.rate(t64)) / steps,
@@ -231,6 +245,14 @@ def _sample(
         suffix_lengths=setup.suffix_lengths,
         trace=trace,
     )
+
+
+def step_probability(schedule, t: float, t_next: float) -> float:
+    """Chance that an event still pending at ``t`` happens by ``t_next``: ``1 - S(t_next) / S(t)``, ``S = 1 - s``."""
+    survival = schedule.survival(torch.tensor([t, t_next], dtype=torch.float64))
+    if float(survival[0]) <= 0.0:
+        return 1.0
+    return float((1.0 - survival[1] / survival[0]).clamp(0.0, 1.0))
 
 
 def _canvas_width(longest: int, cap: int, config: FlexGenerationConfig) -> int:
@@ -267,7 +289,8 @@ def _step(
 ) -> tuple[Tensor, Tensor, GenerationStep | None]:
     """One sampler step. ids ``[B, W]``, lengths ``[B]`` -> the next (ids ``[B, W']``, lengths ``[B]``, trace entry).
 
-    ``rates`` = (``kappa_beta(t) dt``, ``kappa_alpha(t) dt``), or None on the last step (fill all, no insertion).
+    ``rates`` = (``kappa_beta(t) dt``, ``kappa_alpha(t) dt``) for Poisson counts, or the two step probabilities
+    for binomial counts (``config.count_distribution``), or None on the last step (fill all, no insertion).
     """
     batch, width = ids.shape
     device = ids.device
@@ -329,7 +352,10 @@ def _select_unmask(
     batch, width = is_mask.shape
     num_masks = is_mask.sum(dim=1)  # [B]
     uniform = counter_uniform(setup.seeds, k, STREAM_UNMASK_COUNT, torch.zeros_like(setup.seeds))
-    count = torch.minimum(poisson_inverse_cdf(num_masks * unmask_rate, uniform), num_masks)  # [B]
+    if config.count_distribution == "binomial":  # unmask_rate is the step probability of each MASK
+        count = binomial_inverse_cdf(num_masks, unmask_rate, uniform)  # [B]
+    else:
+        count = torch.minimum(poisson_inverse_cdf(num_masks * unmask_rate, uniform), num_masks)  # [B]
 
     eligible = is_mask
     if config.sliding_window:
@@ -370,7 +396,15 @@ def _insert(
         slots[None] <= (lengths - setup.suffix_lengths)[:, None]
     )  # [B, W+1]
     uniform = counter_uniform(setup.seeds[:, None], k, STREAM_INSERTION, slots[None])
-    counts = poisson_inverse_cdf(expected_gaps.double() * insertion_rate, uniform) * eligible
+    if config.count_distribution == "binomial":
+        # Each of a slot's missing tokens arrives with the step probability; the count is g_hat rounded
+        # stochastically (mean g_hat), exact when the model is sure of an integer gap.
+        gaps = expected_gaps.double()
+        frac = counter_uniform(setup.seeds[:, None], k, STREAM_ROUNDING, slots[None])
+        remaining = torch.floor(gaps) + (frac < gaps - torch.floor(gaps)).double()
+        counts = binomial_inverse_cdf(remaining.long(), insertion_rate, uniform) * eligible
+    else:
+        counts = poisson_inverse_cdf(expected_gaps.double() * insertion_rate, uniform) * eligible
     # Truncate slot by slot from the left: each slot keeps what still fits under the cap.
     room = (setup.cap - lengths)[:, None]
     before = counts.cumsum(dim=1) - counts

@@ -5,7 +5,7 @@ or the order work is done in: a batch gives, per row, what each prompt gives alo
 splitmix64 finaliser on int64 tensors (multiplication wraps modulo 2^64, and logical right shifts
 are emulated with a mask), so it runs with plain tensor ops on any device.
 
-Poisson counts come from the inverse CDF of one uniform each: an exact table over ``k < POISSON_TABLE``
+Poisson and binomial counts come from the inverse CDF of one uniform each (binomial: an exact table): an exact table over ``k < POISSON_TABLE``
 for means up to ``POISSON_EXACT_MAX``, and the normal approximation ``floor(lam + sqrt(lam) z + 1/2)``
 above it (sampler means are small; large ones only appear for unmask counts with very few steps).
 """
@@ -21,6 +21,7 @@ from torch import Tensor
 STREAM_UNMASK_COUNT = 1
 STREAM_TOKEN = 2
 STREAM_INSERTION = 3
+STREAM_ROUNDING = 4
 
 POISSON_EXACT_MAX = 16.0
 POISSON_TABLE = 64  # P(X >= 64 | lam = 16) < 1e-17
@@ -82,6 +83,25 @@ def poisson_inverse_cdf(rate: Tensor, uniform: Tensor) -> Tensor:
     z = math.sqrt(2.0) * torch.special.erfinv(2.0 * uniform - 1.0)
     approx = torch.floor(rate + rate.sqrt() * z + 0.5).clamp(min=0.0).long()
     return torch.where(rate <= POISSON_EXACT_MAX, exact, approx)
+
+
+def binomial_inverse_cdf(count: Tensor, prob: Tensor | float, uniform: Tensor) -> Tensor:
+    """Binomial draws ``Bin(count, prob)`` by inversion of ``uniform`` (all broadcast to ``[...]``) -> int64 ``[...]``.
+
+    Exact (a table over ``k = 0 .. max(count)``): sampler counts are small. ``prob`` is clamped into [0, 1];
+    ``prob = 1`` returns ``count`` and ``count = 0`` returns 0.
+    """
+    count = count.long().clamp(min=0)
+    prob = torch.as_tensor(prob, dtype=torch.float64, device=count.device).clamp(0.0, 1.0)
+    count, prob, uniform = torch.broadcast_tensors(count, prob, uniform.double())
+    k = torch.arange(int(count.max()) + 1 if count.numel() else 1, dtype=torch.float64, device=count.device)
+    n, q = count.double()[..., None], prob[..., None]
+    log_choose = torch.lgamma(n + 1.0) - torch.lgamma(k + 1.0) - torch.lgamma((n - k).clamp(min=0.0) + 1.0)
+    # xlogy keeps 0 * log(0) = 0, so prob in {0, 1} puts all mass on k = 0 or k = n.
+    log_pmf = log_choose + torch.special.xlogy(k, q) + torch.special.xlogy(n - k, 1.0 - q)
+    pmf = torch.where(k <= n, log_pmf.exp(), 0.0)
+    draws = (pmf.cumsum(dim=-1) < uniform[..., None] * pmf.sum(dim=-1, keepdim=True)).sum(dim=-1)
+    return torch.minimum(draws, count)
 
 
 def categorical_inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:

@@ -1,0 +1,132 @@
+"""One row of the maze retrofit investigation: train one arm with config overrides, evaluate on the demo's
+test mazes, write the row (success with 95% intervals, exact-length share, length TV, wall time, forward
+passes per answer).
+
+    python benchmarks/maze_ablation.py NAME [--arm flexmdm|mdm] [--train key=value ...] [--flex key=value ...]
+
+Every row shares the demo's data and test mazes (runs/maze_ablation/data). Rows land in
+runs/maze_ablation/<NAME>/row.json and are appended to runs/maze_ablation/rows.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from flexretrofit.data.maze import read_jsonl, save_splits
+from flexretrofit.demo import (
+    DEFAULT_CONFIG,
+    build_task_splits,
+    load_settings,
+    path_overrides,
+    read_task_file,
+    repo_path,
+    shipped_mdm_path,
+    train_with_recipe,
+)
+from flexretrofit.evaluation.maze import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
+from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_with_instruct(argv: list[str]) -> None:
+    """One training run of recipes/instruct.py, as the demo trains."""
+    runpy.run_path(str(REPO / "recipes" / "instruct.py"))["main"](argv)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--arm", default="flexmdm", choices=("flexmdm", "mdm"))
+    parser.add_argument("--train", nargs="*", default=[], help="recipe overrides (key=value)")
+    parser.add_argument("--flex", nargs="*", default=[], help="sampler options for generate_flex (key=value)")
+    parser.add_argument("--mdm", nargs="*", default=[], help="sampler options for generate_mdm (key=value)")
+    parser.add_argument("--init", default=None, help="checkpoint to start from (default: the shipped MDM)")
+    parser.add_argument("--from-run", default=None, help="evaluate the export of another row (no training)")
+    parser.add_argument("--work", default="runs/maze_ablation")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="demo settings (task, configs, evaluation)"
+    )
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    settings = load_settings(args.config)
+    work = Path(args.work)
+    data_dir = work / "data"
+    if not (data_dir / "test.jsonl").is_file():
+        save_splits(build_task_splits(settings.task), data_dir)
+    checkpoint = Path(args.init) if args.init else shipped_mdm_path()
+    canvas = read_task_file(checkpoint)["canvas_length"]
+    names = list(settings.task.difficulties)
+    instances = evaluation_subset(
+        read_jsonl(data_dir / f"{args.split}.jsonl"), names, settings.evaluation.num_test_per_difficulty
+    )
+    run_dir = work / args.name
+    if args.from_run:
+        final = work / args.from_run / args.arm / "final"
+        info = json.loads((work / args.from_run / args.arm / "run_info.json").read_text())
+    else:
+        config = repo_path(
+            settings.compare.flexmdm_config if args.arm == "flexmdm" else settings.compare.mdm_config
+        )
+        overrides = path_overrides(checkpoint, data_dir, run_dir / args.arm) + args.train
+        info = train_with_recipe(config, overrides, args.arm, train_with_instruct)
+        final = Path(info["final"])
+    tokenizer = load_tokenizer(final)
+    parse = lambda items: {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}  # noqa: E731
+    if args.arm == "flexmdm":
+        model = FlexMDMForMaskedDiffusion.from_pretrained(final).eval()
+        options = {**settings.evaluation.flex, **parse(args.flex)}
+        solve = flex_solver(model, tokenizer, canvas, options)
+        passes = options["steps"]
+    else:
+        model = LLaDAModelLM.from_pretrained(final).eval()
+        options = {**settings.evaluation.mdm, **parse(args.mdm)}
+        solve = mdm_solver(model, tokenizer, canvas, options)
+        passes = "canvas - prompt"
+    results_path = run_dir / f"results_{args.arm}.jsonl"
+    if results_path.exists():
+        results_path.unlink()
+    began = time.perf_counter()
+    rows = evaluate(solve, instances, tokenizer, results_path, 50, args.arm)
+    summary = summarize_rows(rows, names)
+    row = {
+        "name": args.name,
+        "arm": args.arm,
+        "train": args.train,
+        "options": options,
+        "from_run": args.from_run,
+        "init": str(checkpoint),
+        "train_seconds": info.get("wall_seconds"),
+        "eval_seconds": round(time.perf_counter() - began, 1),
+        "forward_passes": passes,
+        **{
+            name: {
+                "success": summary[name]["success"],
+                "ci95": summary[name]["ci95"],
+                "exact": summary[name]["length_exact"],
+                "tv": summary[name]["length_tv"],
+            }
+            for name in [*names, "all"]
+        },
+    }
+    (run_dir / "row.json").write_text(json.dumps(row, indent=2))
+    with (work / "rows.jsonl").open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    cells = " | ".join(
+        f"{name} {100 * row[name]['success']:.0f}% [{100 * row[name]['ci95'][0]:.0f},{100 * row[name]['ci95'][1]:.0f}]"
+        f" ex {100 * row[name]['exact']:.0f}% tv {row[name]['tv']:.2f}"
+        for name in [*names, "all"]
+    )
+    print(f"ROW {args.name}: {cells} | train {row['train_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,503 @@
+"""The maze demo's pipeline: retrofit a small pretrained LLaDA-architecture MDM into a FlexMDM and measure
+what it buys (``recipes/demo_maze.py`` is its command line; ``make demo`` / ``make demo-pretrain``).
+
+It sits at the package top level rather than in ``evaluation/`` because it is the whole run, not one step:
+maze data (:mod:`flexretrofit.data.maze`), training through the recipe code, evaluation
+(:mod:`flexretrofit.evaluation.maze`) and the report (:mod:`flexretrofit.evaluation.maze_report`). It adds
+the settings and the order of the steps.
+
+The comparison (:func:`run_comparison`), top to bottom:
+
+1. write the maze splits (fixed seeds, ``recipes/configs/demo/maze.yaml``) to ``<work>/data``;
+2. retrofit the shipped MDM (``src/flexretrofit/assets/maze_mdm``) into a FlexMDM with the 8B retrofit's
+   code: ``recipes/instruct.py`` with ``retrofit_flexmdm.yaml`` (``FlexMDMForMaskedDiffusion.from_llada``,
+   prompt protected, answer = the moves, no EOS);
+3. train the same MDM for the same budget with its own objective (``continue_mdm.yaml``): the baseline;
+4. generate an answer for every test maze with each model, check it exactly and append one JSONL row per
+   maze as it finishes, so an interrupted demo continues where it stopped;
+5. summarise from those rows and write ``summary.json``, ``report.md`` and ``report.png``.
+
+:func:`run_pretraining` re-creates the shipped MDM from a random tiny LLaDA.
+
+Training goes through the recipe code: the caller passes ``recipes/instruct.py``'s ``main`` as ``train``,
+so the library never imports from ``recipes/``. Training runs resume from their last checkpoint and are
+skipped once exported; a work folder remembers its settings and refuses different ones.
+
+Paths in the settings are relative to the repository root: ``root``, by default :data:`REPO_ROOT` (the
+checkout this src-layout package is installed from, as ``make install`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import PreTrainedTokenizerBase
+
+from flexretrofit.data import PromptCompletionFormat
+from flexretrofit.data.maze import MazeDifficulty, MazeInstance, build_splits, read_jsonl, save_splits
+from flexretrofit.evaluation.maze import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
+from flexretrofit.evaluation.maze_report import (
+    MODELS,
+    plot_report,
+    rendered_example,
+    results_table,
+    sample_lines,
+    write_report,
+)
+from flexretrofit.evaluation.results import write_summary
+from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
+from flexretrofit.testing import build_tiny_tokenizer, tiny_llada_config
+from flexretrofit.training import load_config, read_log
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "demo" / "maze.yaml"
+TASK_FILE = "maze_task.json"  # beside the shipped MDM: the task and the pretraining it was made with
+
+Train = Callable[[list[str]], None]
+"""The training recipe's entry point: ``train(["--config", path, *overrides])`` (recipes/instruct.py main)."""
+
+
+def shipped_mdm_path() -> Path:
+    """The maze MDM shipped in the package (``flexretrofit/assets/maze_mdm``)."""
+    return Path(str(resources.files("flexretrofit") / "assets" / "maze_mdm"))
+
+
+def repo_path(path: str | os.PathLike, root: Path = REPO_ROOT) -> Path:
+    """Config paths are relative to the repository root (not the current directory)."""
+    path = Path(path)
+    return path if path.is_absolute() else root / path
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings (recipes/configs/demo/maze.yaml)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TaskSettings:
+    difficulties: dict[str, dict[str, int]]
+    difficulty_mix: dict[str, float] | None = None
+    seed: int = 0
+    num_train: int = 12000
+    num_validation: int = 300
+    num_test: int = 600
+    answer_format: str = "moves"  # or "cells" (data.maze.ANSWER_FORMATS)
+
+    def specs(self) -> dict[str, MazeDifficulty]:
+        return {name: MazeDifficulty(name, **fields) for name, fields in self.difficulties.items()}
+
+
+@dataclasses.dataclass
+class PretrainSettings:
+    config: str
+    backbone: dict[str, int]
+    seed: int = 0
+    output_dir: str = "src/flexretrofit/assets/maze_mdm"
+
+
+@dataclasses.dataclass
+class CompareSettings:
+    flexmdm_config: str
+    mdm_config: str
+    mdm_checkpoint: str | None = None
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    num_test_per_difficulty: int = 100
+    split: str = "test"  # "validation" to choose settings without looking at the test mazes
+    batch_size: int = 50
+    flex: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mdm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_samples_shown: int = 4
+
+
+@dataclasses.dataclass
+class QuickSettings:
+    train_steps: int = 2
+    num_train: int = 256
+    num_test_per_difficulty: int = 3
+    flex_steps: int = 6
+
+
+@dataclasses.dataclass
+class DemoSettings:
+    task: TaskSettings
+    pretrain: PretrainSettings
+    compare: CompareSettings
+    evaluation: EvalSettings
+    quick: QuickSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
+    """Read the demo settings; unknown keys raise ValueError naming the allowed ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"demo config {path} does not exist; pass --config recipes/configs/demo/maze.yaml"
+        )
+    values = yaml.safe_load(path.read_text()) or {}
+    kinds = {
+        "task": TaskSettings,
+        "pretrain": PretrainSettings,
+        "compare": CompareSettings,
+        "evaluation": EvalSettings,
+        "quick": QuickSettings,
+    }
+    unknown = sorted(set(values) - set(kinds))
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {unknown}; allowed: {', '.join(kinds)}.")
+    built = {}
+    for name, cls in kinds.items():
+        section = values.get(name) or {}
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(section) - allowed)
+        if extra:
+            raise ValueError(
+                f"{path}: unknown key(s) {extra} in {name}; allowed: {', '.join(sorted(allowed))}."
+            )
+        built[name] = cls(**section)
+    return DemoSettings(**built)
+
+
+def _quick_task(settings: DemoSettings, quick: bool) -> TaskSettings:
+    return dataclasses.replace(settings.task, num_train=settings.quick.num_train) if quick else settings.task
+
+
+def _quick_overrides(settings: DemoSettings) -> list[str]:
+    return [f"train.max_steps={settings.quick.train_steps}", "train.save_every=null", "eval.num_samples=8"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Task data and the MDM's task record
+# ---------------------------------------------------------------------------------------------
+
+
+def build_task_splits(task: TaskSettings) -> dict[str, list[MazeInstance]]:
+    """The train / validation / test mazes, reproducible from ``task.seed`` (test drawn first, disjoint)."""
+    return build_splits(
+        task.num_train,
+        task.num_validation,
+        task.num_test,
+        seed=task.seed,
+        difficulty_mix=task.difficulty_mix,
+        difficulties=task.specs(),
+        answer_format=task.answer_format,
+    )
+
+
+def canvas_length(tokenizer: PreTrainedTokenizerBase, task: TaskSettings) -> int:
+    """Longest prompt + longest answer + one EOS: the smallest MDM canvas that holds every task instance."""
+    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+    longest = 0
+    for spec in task.specs().values():
+        walls = " ".join(["f"] * (spec.height * spec.width))
+        cell = "0" if task.answer_format == "cells" else "0,0"
+        prompt = f"maze {spec.height}x{spec.width} walls: {walls} start {cell} goal {cell} path:"
+        longest = max(longest, len(prompt_format.prompt_ids(prompt)) + spec.max_moves + 1)
+    return longest
+
+
+def read_task_file(checkpoint: Path) -> dict[str, Any]:
+    """The ``maze_task.json`` beside a maze MDM: its task settings, canvas length and pretraining record."""
+    path = checkpoint / TASK_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint} has no {TASK_FILE}: it is not a maze MDM made by `python recipes/demo_maze.py pretrain` "
+            "(make demo-pretrain). Pass such a folder, or null for the shipped one."
+        )
+    return json.loads(path.read_text())
+
+
+def _check_work_dir(work_dir: Path, settings: dict[str, Any]) -> None:
+    """A work folder holds one run's settings; refuse to mix results of different settings."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "settings.json"
+    wanted = json.loads(json.dumps(settings))
+    if path.is_file():
+        if json.loads(path.read_text()) != wanted:
+            raise ValueError(
+                f"{work_dir} holds a demo run made with other settings; delete it or pass --work-dir to start anew."
+            )
+    else:
+        path.write_text(json.dumps(wanted, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (recipes/instruct.py: the same recipe code as the 8B runs)
+# ---------------------------------------------------------------------------------------------
+
+
+def train_with_recipe(config_path: Path, overrides: list[str], label: str, train: Train) -> dict[str, Any]:
+    """Run ``train`` (recipes/instruct.py's main) unless its export already exists; return what it did
+    (from its log), also written to ``<output_dir>/run_info.json``.
+
+    Interrupted runs resume from their newest checkpoint (``train.resume_from: latest``). An export made
+    with another config is refused rather than silently reused.
+    """
+    config = load_config(config_path, overrides)
+    output_dir = Path(config.train.output_dir)
+    final = output_dir / "final"
+    info_path = output_dir / "run_info.json"
+    wanted = json.loads(json.dumps(config.to_dict()))
+    if (final / "config.json").is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info["config"] != wanted:
+            raise ValueError(
+                f"{output_dir} holds a {label} run made with another config; delete {output_dir} (or use another "
+                "--work-dir) to train again."
+            )
+        print(f"[{label}] already trained: {final}", flush=True)
+        return info
+    print(f"[{label}] training {config.train.max_steps} steps -> {final}", flush=True)
+    started = time.perf_counter()
+    train(["--config", str(config_path), *overrides])
+    seconds = time.perf_counter() - started
+    train_log = read_log(output_dir / "log.jsonl", "train")
+    eval_log = read_log(output_dir / "log.jsonl", "eval")
+    info = {
+        "label": label,
+        "config": wanted,
+        "final": str(final),
+        "steps": config.train.max_steps,
+        "global_batch_size": config.train.global_batch_size,
+        # a resumed run counts only the time of its last part
+        "wall_seconds": round(seconds, 1),
+        "final_train_loss": train_log[-1]["loss"] if train_log else None,
+        "final_eval_loss": eval_log[-1]["eval_loss"] if eval_log else None,
+    }
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def path_overrides(init_from: Path, data_dir: Path, output_dir: Path) -> list[str]:
+    """Recipe overrides that point a demo training config at this run's checkpoint, data and output."""
+    return [
+        f"model.init_from={json.dumps(str(init_from))}",
+        f"data.sources={json.dumps([{'path': str(data_dir / 'train.jsonl')}])}",
+        f"data.eval_sources={json.dumps([{'path': str(data_dir / 'validation.jsonl')}])}",
+        f"train.output_dir={json.dumps(str(output_dir))}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison (make demo)
+# ---------------------------------------------------------------------------------------------
+
+
+def _comparison_configs(
+    settings: DemoSettings, steps_override: list[str], canvas: int, root: Path
+) -> dict[str, Path]:
+    """The two training configs, checked: the right model kind each, one budget, the MDM's canvas."""
+    configs = {
+        "flexmdm": repo_path(settings.compare.flexmdm_config, root),
+        "mdm": repo_path(settings.compare.mdm_config, root),
+    }
+    loaded = {model: load_config(path, steps_override) for model, path in configs.items()}
+    for model, config in loaded.items():
+        if config.model.kind != model:
+            raise ValueError(
+                f"{configs[model]} trains model.kind={config.model.kind!r}; the {model} run needs {model!r}."
+            )
+    budget = {
+        model: (c.train.max_steps, c.train.global_batch_size, c.optim.lr) for model, c in loaded.items()
+    }
+    if budget["flexmdm"] != budget["mdm"]:
+        raise ValueError(
+            f"the FlexMDM and MDM runs must get the same budget (steps, batch, lr); got {budget}. Align "
+            f"{configs['flexmdm']} and {configs['mdm']}."
+        )
+    if loaded["mdm"].data.canvas_length != canvas:
+        raise ValueError(
+            f"{configs['mdm']} sets data.canvas_length={loaded['mdm'].data.canvas_length}, but the MDM was pretrained "
+            f"on a {canvas}-token canvas; use that."
+        )
+    return configs
+
+
+def run_comparison(
+    settings: DemoSettings, work_dir: Path, quick: bool = False, *, train: Train, root: Path = REPO_ROOT
+) -> dict[str, Any]:
+    """Retrofit, train the baseline, evaluate both, report. Returns the summary (also in summary.json).
+
+    ``train`` runs one training (recipes/instruct.py's main); ``quick`` shortens everything to a few steps
+    and mazes (``settings.quick``): the pipeline end to end, numbers that say nothing.
+    """
+    started = time.perf_counter()
+    evaluation = settings.evaluation
+    checkpoint = (
+        repo_path(settings.compare.mdm_checkpoint, root)
+        if settings.compare.mdm_checkpoint
+        else shipped_mdm_path()
+    )
+    task_record = read_task_file(checkpoint)
+    recorded_task = {"answer_format": "moves", **task_record["task"]}  # records from before the field existed
+    if recorded_task != json.loads(json.dumps(dataclasses.asdict(settings.task))):
+        raise ValueError(
+            f"the MDM in {checkpoint} was pretrained on other mazes ({task_record['task']}) than task in the demo "
+            "config; use the same task settings, or re-create the MDM with `make demo-pretrain`."
+        )
+    steps_override = _quick_overrides(settings) if quick else []
+    per_difficulty = settings.quick.num_test_per_difficulty if quick else evaluation.num_test_per_difficulty
+    flex_options = dict(evaluation.flex)
+    if quick:
+        flex_options["steps"] = settings.quick.flex_steps
+    canvas = task_record["canvas_length"]
+    configs = _comparison_configs(settings, steps_override, canvas, root)
+
+    _check_work_dir(work_dir, {"settings": settings.to_dict(), "quick": quick, "checkpoint": str(checkpoint)})
+
+    splits = build_task_splits(_quick_task(settings, quick))
+    data_dir = work_dir / "data"
+    split_files = save_splits(splits, data_dir)
+    names = list(settings.task.difficulties)
+    if evaluation.split not in split_files:
+        raise ValueError(f"evaluation.split={evaluation.split!r} is not one of {sorted(split_files)}.")
+    instances = evaluation_subset(read_jsonl(split_files[evaluation.split]), names, per_difficulty)
+    print(f"maze splits in {data_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), flush=True)
+
+    training = {}
+    for model in ("flexmdm", "mdm"):
+        overrides = path_overrides(checkpoint, data_dir, work_dir / model) + steps_override
+        training[model] = train_with_recipe(configs[model], overrides, model, train)
+
+    tokenizer = load_tokenizer(training["flexmdm"]["final"])
+    flex_model = FlexMDMForMaskedDiffusion.from_pretrained(training["flexmdm"]["final"]).eval()
+    mdm_model = LLaDAModelLM.from_pretrained(training["mdm"]["final"]).eval()
+    solvers = {
+        # The same cap for both: FlexMDM's answers may not grow past the MDM's canvas.
+        "flexmdm": flex_solver(flex_model, tokenizer, canvas, flex_options),
+        "mdm": mdm_solver(mdm_model, tokenizer, canvas, dict(evaluation.mdm)),
+    }
+    rows = {}
+    files: dict[str, Path] = {"maze splits": data_dir}
+    for model in MODELS:
+        path = work_dir / f"results_{model}.jsonl"
+        rows[model] = evaluate(solvers[model], instances, tokenizer, path, evaluation.batch_size, model)
+        files[f"{model} answers (one JSON row per maze)"] = path
+    results = {model: summarize_rows(rows[model], names) for model in MODELS}
+
+    summary = {
+        "quick": quick,
+        "difficulties": names,
+        "split": evaluation.split,
+        "num_test_per_difficulty": per_difficulty,
+        "results": results,
+        "training": training,
+        "sampling": {
+            "flexmdm": {**flex_options, "max_length": canvas},
+            "mdm": {**evaluation.mdm, "canvas_length": canvas},
+        },
+        "mdm_checkpoint": {
+            "path": str(checkpoint),
+            "parameters": sum(p.numel() for p in mdm_model.parameters()),
+            "pretraining": task_record.get("pretraining"),
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "wall_seconds_this_invocation": None,
+    }
+    files["summary"] = work_dir / "summary.json"
+    files["plot"] = plot_report(results, rows, names, work_dir / "report.png")
+    files["report"] = work_dir / "report.md"
+    summary["wall_seconds_this_invocation"] = round(time.perf_counter() - started, 1)
+    write_summary(files["summary"], summary)
+    write_report(
+        files["report"],
+        summary,
+        instances,
+        rows,
+        dict(files),
+        seed=settings.task.seed,
+        difficulties=settings.task.difficulties,
+        num_samples_shown=evaluation.num_samples_shown,
+    )
+
+    print("\n" + results_table(results, names) + "\n")
+    print("\n".join(sample_lines(instances, rows, evaluation.num_samples_shown)))
+    caption, picture = rendered_example(instances, rows["flexmdm"])
+    print(f"\n{caption}\n{picture}\n")
+    for name, file in files.items():
+        print(f"{name}: {file}")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining the shipped MDM (make demo-pretrain)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_pretraining(
+    settings: DemoSettings,
+    work_dir: Path,
+    output_dir: Path,
+    quick: bool = False,
+    *,
+    train: Train,
+    root: Path = REPO_ROOT,
+) -> Path:
+    """Train the maze MDM from a random tiny LLaDA and write it (with its task record) to ``output_dir``."""
+    pretrain = settings.pretrain
+    tokenizer = build_tiny_tokenizer()
+    init = work_dir / "llada_init"
+    if not (init / "config.json").is_file():
+        torch.manual_seed(pretrain.seed)
+        LLaDAModelLM(tiny_llada_config(tokenizer, **pretrain.backbone)).save_pretrained(init)
+        tokenizer.save_pretrained(init)
+    data_dir = work_dir / "data"
+    save_splits(build_task_splits(_quick_task(settings, quick)), data_dir)
+    config_path = repo_path(pretrain.config, root)
+    overrides = path_overrides(init, data_dir, work_dir / "mdm")
+    if quick:
+        overrides += _quick_overrides(settings)
+    config = load_config(config_path, overrides)
+    canvas = canvas_length(tokenizer, settings.task)
+    if config.data.canvas_length != canvas:
+        raise ValueError(
+            f"{config_path} sets data.canvas_length={config.data.canvas_length}; these mazes need exactly {canvas} "
+            "(longest prompt + longest answer + one EOS). Set it to that."
+        )
+    info = train_with_recipe(config_path, overrides, "pretrain", train)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for file in Path(info["final"]).iterdir():
+        if file.is_file():
+            shutil.copyfile(file, output_dir / file.name)
+    record = {
+        "task": json.loads(json.dumps(dataclasses.asdict(settings.task))),
+        "canvas_length": canvas,
+        "format": "flexretrofit.data.maze prompt/answer text, PromptCompletionFormat, EOS-padded canvas",
+        "pretraining": {
+            "recipe": "recipes/instruct.py --config " + str(pretrain.config),
+            "backbone": pretrain.backbone,
+            "init_seed": pretrain.seed,
+            "steps": info["steps"],
+            "global_batch_size": info["global_batch_size"],
+            "wall_seconds": info["wall_seconds"],
+            "final_train_loss": info["final_train_loss"],
+            "final_eval_loss": info["final_eval_loss"],
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+        },
+    }
+    (output_dir / TASK_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"maze MDM written to {output_dir}")
+    return output_dir
