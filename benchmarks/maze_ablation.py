@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +43,27 @@ def train_with_instruct(argv: list[str]) -> None:
     runpy.run_path(str(REPO / "recipes" / "instruct.py"))["main"](argv)
 
 
+def oracle_length_solver(model, tokenizer):
+    """Diagnostic: the prompt plus exactly the true number of MASKs, unmasked most-confident-first one per
+    step (LLaDA's sampler, which runs a FlexMDM with t = the fraction unmasked); no length decision left."""
+    from flexretrofit.data import PromptCompletionFormat
+    from flexretrofit.sampling import generate_mdm
+
+    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+
+    def solve(instances):
+        answers = {}
+        for n in sorted({i.num_moves for i in instances}):
+            group = [i for i in instances if i.num_moves == n]
+            prompts = [prompt_format.prompt_ids(i.to_dict()["prompt"]) for i in group]
+            out = generate_mdm(model, prompts, gen_length=n, block_length=n, steps=n)
+            for instance, ids in zip(group, out.generated_ids()):
+                answers[instance.id] = ids
+        return [answers[i.id] for i in instances]
+
+    return solve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -49,12 +72,18 @@ def main() -> None:
     parser.add_argument("--flex", nargs="*", default=[], help="sampler options for generate_flex (key=value)")
     parser.add_argument("--mdm", nargs="*", default=[], help="sampler options for generate_mdm (key=value)")
     parser.add_argument("--init", default=None, help="checkpoint to start from (default: the shipped MDM)")
+    parser.add_argument(
+        "--task-record", default=None, help="maze MDM whose canvas FlexMDM's cap follows (default: --init)"
+    )
     parser.add_argument("--from-run", default=None, help="evaluate the export of another row (no training)")
     parser.add_argument("--work", default="runs/maze_ablation")
     parser.add_argument(
         "--config", default=str(DEFAULT_CONFIG), help="demo settings (task, configs, evaluation)"
     )
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--oracle-length", action="store_true", help="diagnostic: give the model the true answer length"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = load_settings(args.config)
@@ -63,7 +92,7 @@ def main() -> None:
     if not (data_dir / "test.jsonl").is_file():
         save_splits(build_task_splits(settings.task), data_dir)
     checkpoint = Path(args.init) if args.init else shipped_mdm_path()
-    canvas = read_task_file(checkpoint)["canvas_length"]
+    canvas = read_task_file(Path(args.task_record) if args.task_record else checkpoint)["canvas_length"]
     names = list(settings.task.difficulties)
     instances = evaluation_subset(
         read_jsonl(data_dir / f"{args.split}.jsonl"), names, settings.evaluation.num_test_per_difficulty
@@ -91,6 +120,8 @@ def main() -> None:
         options = {**settings.evaluation.mdm, **parse(args.mdm)}
         solve = mdm_solver(model, tokenizer, canvas, options)
         passes = "canvas - prompt"
+    if args.oracle_length:
+        solve, passes = oracle_length_solver(model, tokenizer), "true length"
     results_path = run_dir / f"results_{args.arm}.jsonl"
     if results_path.exists():
         results_path.unlink()
@@ -98,6 +129,7 @@ def main() -> None:
     rows = evaluate(solve, instances, tokenizer, results_path, 50, args.arm)
     summary = summarize_rows(rows, names)
     row = {
+        "command": "python benchmarks/maze_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "name": args.name,
         "arm": args.arm,
         "train": args.train,

@@ -176,6 +176,24 @@ def test_loss_matches_the_formula():
     assert out.loss.item() == pytest.approx((expected_unmask + expected_insertion).item(), rel=1e-5)
 
 
+def test_constant_insertion_weighting_drops_kappa_from_the_gap_loss_only():
+    t = torch.tensor([0.25, 0.9])
+    logits, targets, rows = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]), torch.tensor([0, 1])
+    gaps = torch.tensor([[0, 2], [1, 0]])
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    g_hat = torch.tensor([[0.5, 1.0], [2.0, 0.25]])
+    args = (logits, targets, rows, g_hat, gaps, valid, t, "linear", "linear")
+    elbo = flexmdm_loss(*args, normalizer=4)
+    constant = flexmdm_loss(*args, normalizer=4, insertion_weighting="constant")
+    divergence = poisson_bregman(gaps, g_hat)
+    assert constant.insertion_loss.item() == pytest.approx(divergence.sum().item() / 4, rel=1e-5)
+    kappa = 1.0 / (1.0 - t)
+    assert elbo.insertion_loss.item() == pytest.approx((divergence.sum(1) * kappa).sum().item() / 4, rel=1e-5)
+    assert constant.unmask_loss.item() == pytest.approx(elbo.unmask_loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="insertion_weighting"):
+        flexmdm_loss(*args, normalizer=4, insertion_weighting="uniform")
+
+
 def test_loss_is_invariant_to_extra_right_padding():
     narrow, t = make_sample()
     wide, _ = make_sample(extra_pad=9)

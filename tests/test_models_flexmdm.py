@@ -75,6 +75,31 @@ def test_more_right_padding_gives_the_same_predictions():
     assert (wide.expected_gaps[:, 5:] == 0).all()
 
 
+def test_both_sides_insertion_head_reads_the_tokens_around_each_slot():
+    model = tiny_flexmdm(seed=5, insertion_head_input="both_sides", insertion_head_init=0.7)
+    ids, mask = right_padded([[11, 12, 13, 14, 15]], model.config.pad_token_id)
+    fresh = model(ids, torch.tensor([0.5]), mask).expected_gaps
+    torch.testing.assert_close(fresh, torch.full((1, 6), 0.7), atol=1e-5, rtol=0)
+    perturb_new_modules(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a head whose left half is not zero
+        model.insertion_head.proj.weight.copy_(
+            0.3 * torch.randn(model.insertion_head.proj.weight.shape, generator=gen)
+        )
+    hidden = model(ids, torch.tensor([0.5]), mask).last_hidden_state
+    changed = hidden.clone()
+    changed[:, 2] += torch.randn(hidden.shape[-1], generator=gen)  # left of slot 3, right of slot 2
+    base, moved = model.insertion_head(hidden), model.insertion_head(changed)
+    differs = ~torch.isclose(base, moved)
+    assert differs[0, 2] and differs[0, 3] and not differs[0, [0, 1, 4, 5]].any()
+    slot_model = tiny_flexmdm(seed=5)
+    perturb_new_modules(slot_model)  # the published head reads position i only
+    slot_differs = ~torch.isclose(slot_model.insertion_head(hidden), slot_model.insertion_head(changed))
+    assert slot_differs[0, 2] and not slot_differs[0, [0, 1, 3, 4, 5]].any()
+    with pytest.raises(ValueError, match="insertion_head_input"):
+        FlexMDMConfig(backbone_config=model.config.backbone_config, insertion_head_input="left")
+
+
 def test_logits_at_requested_positions_equal_the_full_projection():
     model = tiny_flexmdm(seed=4)
     ids, mask = right_padded([[1, 2, 3, 4], [5, 6, 7]], model.config.pad_token_id)

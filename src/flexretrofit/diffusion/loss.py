@@ -18,6 +18,8 @@ from torch import Tensor
 from flexretrofit.diffusion.interpolant import InterpolantSample
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
 
+INSERTION_WEIGHTINGS = ("elbo", "constant")
+
 
 def poisson_bregman(gaps: Tensor, predicted: Tensor, eps: float = 1e-6) -> Tensor:
     """Elementwise ``D(x, y) = y - x + x (ln x - ln y)``, the Bregman divergence of ``x ln x``.
@@ -125,6 +127,7 @@ def flexmdm_loss(
     *,
     non_prompt_lengths: Tensor | None = None,
     eps: float = 1e-3,
+    insertion_weighting: str = "elbo",
 ) -> FlexMDMLoss:
     """The FlexMDM loss of one (micro-)batch.
 
@@ -144,6 +147,10 @@ def flexmdm_loss(
         non_prompt_lengths: ``[B]`` non-prompt tokens of ``x1`` per row (``InterpolantSample.non_prompt_lengths``);
             needed only when ``normalizer`` is None.
         eps: distance from ``t = 1`` at which the weights' time is clamped.
+        insertion_weighting: ``"elbo"`` weights each slot's divergence by ``kappa_alpha(t)`` (the ELBO);
+            ``"constant"`` by 1. Same minimiser; with linear insertion the ELBO weight ``1 / (1 - t)`` puts
+            two thirds of the insertion loss on ``t > 0.9``, where nearly every gap is 0, while the gaps
+            that decide the length are set at middle times.
 
     Returns:
         :class:`FlexMDMLoss` of float32 scalars.
@@ -168,7 +175,13 @@ def flexmdm_loss(
     alpha, beta = build_schedule(insertion_schedule), build_schedule(unmask_schedule)
     t_weights = t.to(device=g_hat.device, dtype=torch.float32).clamp(0.0, 1.0 - eps)
     unmask_weight = beta.rate(t_weights)  # [B]
-    insertion_weight = alpha.rate(t_weights)  # [B]
+    if insertion_weighting not in INSERTION_WEIGHTINGS:
+        raise ValueError(
+            f"insertion_weighting must be one of {INSERTION_WEIGHTINGS}, got {insertion_weighting!r}."
+        )
+    insertion_weight = (
+        alpha.rate(t_weights) if insertion_weighting == "elbo" else torch.ones_like(t_weights)
+    )  # [B]
 
     cross_entropy = F.cross_entropy(masked_logits.float(), masked_targets, reduction="none")  # [N]
     unmask_sum = (unmask_weight[masked_row] * cross_entropy).sum()

@@ -34,6 +34,7 @@ from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM
 
 DEFAULT_INSERTION_SCHEDULE = {"name": "geometric", "min": 10.0, "max": 0.01}
 DEFAULT_UNMASK_SCHEDULE = {"name": "linear"}
+INSERTION_HEAD_INPUTS = ("slot", "both_sides")
 
 
 class FlexMDMConfig(PreTrainedConfig):
@@ -50,6 +51,10 @@ class FlexMDMConfig(PreTrainedConfig):
         time_embedding_dim: width of the sinusoidal time features (default: d_model).
         insertion_head_scale: fixed factor after the softplus of the insertion head.
         insertion_head_init: the gap the insertion head predicts for every slot at initialisation.
+        insertion_head_input: what the insertion head reads for slot ``i``: ``"slot"`` (published: the hidden
+            state at position ``i``, the token after the slot) or ``"both_sides"`` (the hidden states on either
+            side of the slot, positions ``i - 1`` and ``i``, concatenated): a gap is a relation between the
+            tokens around it, which the head then reads directly.
         max_length: cap on the total sequence length (default: the backbone's limit minus the slot position).
         end_slot_token_id: token id placed at the appended slot position (default: eos).
     """
@@ -64,6 +69,7 @@ class FlexMDMConfig(PreTrainedConfig):
     time_embedding_dim: int | None = None
     insertion_head_scale: float = 64.0
     insertion_head_init: float = 1.0
+    insertion_head_input: str = "slot"
     max_length: int | None = None
     mask_token_id: int | None = None
     pad_token_id: int | None = None
@@ -95,6 +101,10 @@ class FlexMDMConfig(PreTrainedConfig):
             raise ValueError(
                 f"max_length={self.max_length} leaves no room for the slot position within the backbone's "
                 f"max_sequence_length={backbone.max_sequence_length}; use max_length <= {backbone.max_sequence_length - 1}."
+            )
+        if self.insertion_head_input not in INSERTION_HEAD_INPUTS:
+            raise ValueError(
+                f"insertion_head_input must be one of {INSERTION_HEAD_INPUTS}, got {self.insertion_head_input!r}."
             )
         if self.modulation_group_size < 1:
             raise ValueError(f"modulation_group_size must be >= 1, got {self.modulation_group_size}")
@@ -174,17 +184,30 @@ class GapOutput(nn.Linear):
 
 
 class InsertionHead(nn.Module):
-    """Hidden state at each slot ``[B, L+1, d]`` -> expected gap ``[B, L+1]`` (LayerNorm, MLP, softplus, scale)."""
+    """Hidden states ``[B, L+1, d]`` -> expected gap per slot ``[B, L+1]`` (LayerNorm, MLP, softplus, scale).
 
-    def __init__(self, d_model: int, scale: float):
+    ``input="slot"`` reads position ``i`` for slot ``i``; ``"both_sides"`` reads positions ``i - 1`` and ``i``
+    (zeros before position 0), each through its own LayerNorm, concatenated ``[B, L+1, 2d]``.
+    """
+
+    def __init__(self, d_model: int, scale: float, input: str = "slot"):
         super().__init__()
-        self.scale = scale
+        self.scale, self.input = scale, input
         self.norm = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        width = d_model
+        if input == "both_sides":
+            self.left_norm = nn.LayerNorm(d_model)
+            width = 2 * d_model
+        self.proj = nn.Linear(width, d_model)
         self.out = GapOutput(d_model, 1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = self.out(F.gelu(self.proj(self.norm(hidden)))).squeeze(-1)
+        features = self.norm(hidden)
+        if self.input == "both_sides":
+            left = self.left_norm(hidden)
+            left = torch.cat([torch.zeros_like(left[:, :1]), left[:, :-1]], dim=1)  # position i - 1
+            features = torch.cat([left, features], dim=-1)
+        h = self.out(F.gelu(self.proj(features))).squeeze(-1)
         return self.scale * F.softplus(h.float())
 
 
@@ -232,7 +255,9 @@ class FlexMDMForMaskedDiffusion(FlexMDMPreTrainedModel):
         self.backbone = backbone if backbone is not None else LLaDAModelLM(bc)
         self.time_embedding = TimeEmbedding(config.time_embedding_dim, bc.d_model)
         self.adaln = AdaLNModulation(bc.d_model, bc.n_layers, config.modulation_group_size)
-        self.insertion_head = InsertionHead(bc.d_model, config.insertion_head_scale)
+        self.insertion_head = InsertionHead(
+            bc.d_model, config.insertion_head_scale, config.insertion_head_input
+        )
         self.post_init()
 
     @property

@@ -140,6 +140,8 @@ class TrainConfig:
         mixed_precision: ``bf16`` (autocast, or DeepSpeed's bf16 mode) or ``no`` (fp32, CPU tests).
         resume_from: ``latest`` (newest checkpoint in ``output_dir``, if any), a checkpoint folder, or null.
         save_every / log_every / keep_checkpoints: checkpoint and log cadence; keep only the newest k.
+        insertion_loss_weighting: FlexMDM only: ``elbo`` (each slot's gap loss weighted by ``kappa_alpha(t)``,
+            published) or ``constant`` (weight 1); see :func:`flexretrofit.diffusion.flexmdm_loss`.
     """
 
     output_dir: str = "runs/default"
@@ -154,6 +156,7 @@ class TrainConfig:
     save_every: int | None = None
     keep_checkpoints: int | None = 2
     resume_from: str | None = None
+    insertion_loss_weighting: Literal["elbo", "constant"] = "elbo"
 
 
 @dataclass

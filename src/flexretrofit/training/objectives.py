@@ -31,9 +31,15 @@ class FlexMDMObjective:
 
     part_names = ("unmask_loss", "insertion_loss")
 
-    def __init__(self, insertion_schedule: Schedule | dict | str, unmask_schedule: Schedule | dict | str):
+    def __init__(
+        self,
+        insertion_schedule: Schedule | dict | str,
+        unmask_schedule: Schedule | dict | str,
+        insertion_weighting: str = "elbo",
+    ):
         self.insertion_schedule = build_schedule(insertion_schedule)
         self.unmask_schedule = build_schedule(unmask_schedule)
+        self.insertion_weighting = insertion_weighting
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], normalizer: Tensor | float) -> LossParts:
         """``batch`` from :class:`~flexretrofit.data.FlexMDMCollator`; ``normalizer`` a scalar count."""
@@ -54,6 +60,7 @@ class FlexMDMObjective:
             self.insertion_schedule,
             self.unmask_schedule,
             normalizer=normalizer,
+            insertion_weighting=self.insertion_weighting,
         )
         parts = {"unmask_loss": losses.unmask_loss.detach(), "insertion_loss": losses.insertion_loss.detach()}
         return LossParts(loss=losses.loss, parts=parts)

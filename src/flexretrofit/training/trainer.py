@@ -82,7 +82,11 @@ class Trainer:
         self.objective = (
             MDMObjective()
             if self.is_mdm
-            else FlexMDMObjective(model_config.insertion_schedule, model_config.unmask_schedule)
+            else FlexMDMObjective(
+                model_config.insertion_schedule,
+                model_config.unmask_schedule,
+                insertion_weighting=config.train.insertion_loss_weighting,
+            )
         )
         self.collators = [
             self._collator(model_config, slot, self.world_size * self.accumulation, config.train.seed)
