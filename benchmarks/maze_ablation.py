@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument(
         "--task-record", default=None, help="maze MDM whose canvas FlexMDM's cap follows (default: --init)"
     )
+    parser.add_argument("--export", default=None, help="evaluate this exported folder (no training)")
     parser.add_argument("--from-run", default=None, help="evaluate the export of another row (no training)")
     parser.add_argument("--work", default="runs/maze_ablation")
     parser.add_argument(
@@ -98,7 +99,9 @@ def main() -> None:
         read_jsonl(data_dir / f"{args.split}.jsonl"), names, settings.evaluation.num_test_per_difficulty
     )
     run_dir = work / args.name
-    if args.from_run:
+    if args.export:
+        final, info = Path(args.export), {"wall_seconds": 0}
+    elif args.from_run:
         final = work / args.from_run / args.arm / "final"
         info = json.loads((work / args.from_run / args.arm / "run_info.json").read_text())
     else:

@@ -116,6 +116,12 @@ def test_values_outside_their_choices_are_rejected():
         config_from_dict({"model": {"kind": "gpt"}})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config("no/such/config.yaml")
+    with pytest.raises(ConfigError, match="train.insertion_loss_weighting='ones' is not one of"):
+        config_from_dict({"train": {"insertion_loss_weighting": "ones"}})
+    assert (
+        config_from_dict({"train": {"insertion_loss_weighting": "constant"}}).train.insertion_loss_weighting
+        == "constant"
+    )
 
 
 def test_batch_layout_derives_accumulation_and_rejects_uneven_splits():

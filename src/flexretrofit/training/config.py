@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from flexretrofit.diffusion.loss import INSERTION_WEIGHTINGS
+
 MODEL_KINDS = ("flexmdm", "mdm")
 DATA_FORMATS = ("corpus", "gsm8k", "infill", "prompt_completion")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -247,6 +249,7 @@ _CHOICES = {
     (ModelConfig, "dtype"): DTYPES,
     (DataConfig, "format"): DATA_FORMATS,
     (TrainConfig, "mixed_precision"): ("no", "bf16"),
+    (TrainConfig, "insertion_loss_weighting"): INSERTION_WEIGHTINGS,
     (ExportConfig, "lora"): ("merge", "adapter"),
     (ExportConfig, "dtype"): (*DTYPES, None),
 }
