@@ -32,7 +32,14 @@ from flexretrofit.demo import (
     shipped_mdm_path,
     train_with_recipe,
 )
-from flexretrofit.evaluation.maze import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
+from flexretrofit.evaluation.maze import (
+    evaluate,
+    evaluation_subset,
+    flex_solver,
+    mdm_solver,
+    summarize_rows,
+    true_length_solver,
+)
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,27 +48,6 @@ REPO = Path(__file__).resolve().parents[1]
 def train_with_instruct(argv: list[str]) -> None:
     """One training run of recipes/instruct.py, as the demo trains."""
     runpy.run_path(str(REPO / "recipes" / "instruct.py"))["main"](argv)
-
-
-def oracle_length_solver(model, tokenizer):
-    """Diagnostic: the prompt plus exactly the true number of MASKs, unmasked most-confident-first one per
-    step (LLaDA's sampler, which runs a FlexMDM with t = the fraction unmasked); no length decision left."""
-    from flexretrofit.data import PromptCompletionFormat
-    from flexretrofit.sampling import generate_mdm
-
-    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
-
-    def solve(instances):
-        answers = {}
-        for n in sorted({i.num_moves for i in instances}):
-            group = [i for i in instances if i.num_moves == n]
-            prompts = [prompt_format.prompt_ids(i.to_dict()["prompt"]) for i in group]
-            out = generate_mdm(model, prompts, gen_length=n, block_length=n, steps=n)
-            for instance, ids in zip(group, out.generated_ids()):
-                answers[instance.id] = ids
-        return [answers[i.id] for i in instances]
-
-    return solve
 
 
 def main() -> None:
@@ -124,7 +110,7 @@ def main() -> None:
         solve = mdm_solver(model, tokenizer, canvas, options)
         passes = "canvas - prompt"
     if args.oracle_length:
-        solve, passes = oracle_length_solver(model, tokenizer), "true length"
+        solve, passes = true_length_solver(model, tokenizer), "true length"
     results_path = run_dir / f"results_{args.arm}.jsonl"
     if results_path.exists():
         results_path.unlink()

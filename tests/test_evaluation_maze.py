@@ -15,6 +15,7 @@ from flexretrofit.evaluation.maze import (
     row_seed,
     score_row,
     summarize_rows,
+    true_length_solver,
 )
 from flexretrofit.evaluation.maze_report import (
     pretraining_line,
@@ -24,7 +25,7 @@ from flexretrofit.evaluation.maze_report import (
     verdict_lines,
     write_report,
 )
-from flexretrofit.models import load_tokenizer
+from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
 SMALL = {
     "easy": MazeDifficulty("easy", height=3, width=3, min_moves=2, max_moves=4),
@@ -94,6 +95,15 @@ def test_mdm_solver_refuses_a_batch_of_mixed_grid_sizes(mazes, tokenizer):
 
 
 # ---- scoring ----------------------------------------------------------------------------------
+
+
+def test_true_length_solver_writes_exactly_the_true_number_of_tokens(mazes, tokenizer):
+    model = LLaDAModelLM.from_pretrained(shipped_mdm_path()).eval()
+    answers = true_length_solver(model, tokenizer)(mazes)
+    assert [len(ids) for ids in answers] == [maze.num_moves for maze in mazes]
+    assert all(tokenizer.eos_token_id not in ids for ids in answers)
+    scored = [score_row(maze, ids, tokenizer) for maze, ids in zip(mazes, answers)]
+    assert sum(row["valid"] for row in scored) >= 2, "real answers, not filler: the shipped MDM solves some"
 
 
 def test_score_row_accepts_the_true_path_and_rejects_a_wrong_one(mazes, tokenizer):

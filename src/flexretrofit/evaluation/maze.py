@@ -117,6 +117,30 @@ def mdm_solver(
     return solve
 
 
+def true_length_solver(
+    model: LLaDAModelLM | FlexMDMForMaskedDiffusion, tokenizer: PreTrainedTokenizerBase
+) -> Solver:
+    """Diagnostic, not an arm: each prompt plus exactly its true number of MASKs, unmasked most-confident
+    first one per step (LLaDA's sampler; a FlexMDM runs with t = the fraction unmasked), EOS never emitted.
+
+    It measures token prediction with the length decision taken away: mazes of one true length ``n`` form
+    a ``[B, P + n]`` canvas each.
+    """
+    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+
+    def solve(instances: list[MazeInstance]) -> list[list[int]]:
+        answers: dict[str, list[int]] = {}
+        for length in sorted({instance.num_moves for instance in instances}):
+            group = [instance for instance in instances if instance.num_moves == length]
+            prompts = [prompt_format.prompt_ids(instance.to_dict()["prompt"]) for instance in group]
+            output = generate_mdm(model, prompts, gen_length=length, block_length=length, steps=length)
+            for instance, ids in zip(group, output.generated_ids()):
+                answers[instance.id] = ids
+        return [answers[instance.id] for instance in instances]
+
+    return solve
+
+
 # ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------
