@@ -23,24 +23,42 @@ from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, s
 from flexretrofit.testing import tiny_flexmdm
 
 
-def speed(batch: int, length: int, repeats: int) -> None:
+def speed(batch: int, length: int, repeats: int, d_model: int, layers: int, vocab: int) -> None:
+    """Forward + backward of both models on the same ids, with token logits at the MASK positions only
+    (what both training objectives ask for): ``[N, V]`` with N ~ half of ``batch x length``."""
+    heads = max(1, d_model // 64)
     model = tiny_flexmdm(
-        seed=0, backbone_overrides=dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384)
+        seed=0,
+        backbone_overrides=dict(
+            d_model=d_model,
+            n_layers=layers,
+            n_heads=heads,
+            n_kv_heads=heads,
+            mlp_hidden_size=3 * d_model,
+            vocab_size=vocab,
+            embedding_size=vocab,
+            max_sequence_length=length + 8,
+        ),
     ).train()
-    ids = torch.randint(10, 300, (batch, length))
-    t = torch.rand(batch)
+    mask_id = model.config.mask_token_id
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 300, (batch, length), generator=gen)
+    masked = torch.rand(batch, length, generator=gen) < 0.5
+    ids = torch.where(masked, mask_id, ids)
+    t = torch.rand(batch, generator=gen)
 
     def llada_step():
         model.zero_grad(set_to_none=True)
-        model.backbone(ids).logits.float().logsumexp(-1).mean().backward()
+        logits = model.backbone(ids, logits_positions=masked).logits
+        logits.float().logsumexp(-1).mean().backward()
 
     def flex_step():
         model.zero_grad(set_to_none=True)
-        out = model(ids, t)
+        out = model(ids, t, logits_positions=masked)
         (out.logits.float().logsumexp(-1).mean() + out.expected_gaps.mean()).backward()
 
     llada, flex = interleaved_min_times([llada_step, flex_step], repeats)
-    print(f"forward+backward, batch {batch} x {length}, 4 layers d=128:")
+    print(f"forward+backward, batch {batch} x {length}, {layers} layers d={d_model}, vocabulary {vocab:,}:")
     print(
         f"  LLaDA backbone {llada * 1e3:8.1f} ms   FlexMDM {flex * 1e3:8.1f} ms   ratio FlexMDM/LLaDA {flex / llada:.2f}"
     )
@@ -102,6 +120,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=384, help="vocabulary (LLaDA-8B: 126464)")
+    parser.add_argument("--skip-memory", action="store_true", help="only the speed comparison")
     parser.add_argument("--memory-length", type=int, default=1024)
     parser.add_argument("--_memory_child", choices=["gather", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -109,7 +131,12 @@ def main() -> None:
         print(json.dumps(loss_peak_memory(args._memory_child == "gather", args.memory_length)))
         return
     torch.manual_seed(0)
-    speed(args.batch, args.length, args.repeats)
+    for name in ("batch", "length", "repeats", "d_model", "layers", "vocab"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    speed(args.batch, args.length, args.repeats, args.d_model, args.layers, args.vocab)
+    if args.skip_memory:
+        return
     results = {}
     for mode in ("full", "gather"):
         cmd = [sys.executable, __file__, "--_memory_child", mode, "--memory-length", str(args.memory_length)]
