@@ -290,6 +290,16 @@ def test_samples_and_rendered_example_show_both_answers(mazes, tokenizer):
     assert "S" in picture and "G" in picture and "*" in picture
 
 
+def test_rendered_example_draws_a_cells_answer_too(tokenizer):
+    test = build_splits(0, 0, 8, seed=3, difficulties=SMALL, answer_format="cells")["test"]
+    cells = evaluation_subset(test, ["easy", "hard"], 4)
+    rows = [score_row(m, answer_ids(tokenizer, m.to_dict()["answer"]), tokenizer) for m in cells]
+    assert all(row["valid"] for row in rows)
+    _, picture = rendered_example(cells, rows)
+    hardest = max(cells, key=lambda m: m.num_moves)
+    assert picture.count("*") == hardest.num_moves - 1  # every visited cell but the goal
+
+
 def test_write_report_has_every_section(tmp_path, mazes, tokenizer):
     rows = {
         model: [

@@ -44,15 +44,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Row and column step of each move; the wall bit that blocks it; the move that undoes it.
-MOVES: dict[str, tuple[int, int]] = {"U": (-1, 0), "R": (0, 1), "D": (1, 0), "L": (0, -1)}
-WALL_BITS: dict[str, int] = {"U": 1, "R": 2, "D": 4, "L": 8}
+# The answer format and the exact checker (re-exported: ``from flexretrofit.data.maze import check_answer``).
+from flexretrofit.data.maze_text import ANSWER_FORMATS as ANSWER_FORMATS
+from flexretrofit.data.maze_text import MAX_CELLS_FOR_CELL_IDS as MAX_CELLS_FOR_CELL_IDS
+from flexretrofit.data.maze_text import MOVES as MOVES
+from flexretrofit.data.maze_text import WALL_BITS as WALL_BITS
+from flexretrofit.data.maze_text import CheckResult as CheckResult
+from flexretrofit.data.maze_text import _cell
+from flexretrofit.data.maze_text import answer_text as answer_text
+from flexretrofit.data.maze_text import cells_to_moves as cells_to_moves
+from flexretrofit.data.maze_text import check_answer as check_answer
+from flexretrofit.data.maze_text import parse_answer as parse_answer
+from flexretrofit.data.maze_text import parse_cells as parse_cells
+from flexretrofit.data.maze_text import parse_moves as parse_moves
+from flexretrofit.data.maze_text import path_cells as path_cells
+from flexretrofit.data.maze_text import prompt_text as prompt_text
+from flexretrofit.data.maze_text import success_rates as success_rates
+from flexretrofit.data.maze_text import walk as walk
+
+# The move that undoes each move (MOVES and WALL_BITS live with the answer format, in maze_text).
 OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
 ALL_WALLS = 15
 
 SPLITS = ("train", "validation", "test")
-ANSWER_FORMATS = ("moves", "cells")
-MAX_CELLS_FOR_CELL_IDS = 16  # cell ids are written as one hex digit
 
 # Text that covers every symbol of the format, to add to a tokenizer's training corpus so that each cell
 # (" 0".." f") and each move (" U" " D" " L" " R") becomes one token.
@@ -181,16 +195,9 @@ class MazeInstance:
             start=tuple(maze["start"]),
             goal=tuple(maze["goal"]),
         )
-        if answer_format == "cells":
-            unchecked = cls(
-                **shape,
-                path=shortest_path(
-                    maze["height"], maze["width"], maze["walls"], tuple(maze["start"]), tuple(maze["goal"])
-                ),
-            )
-            path = cells_to_moves(unchecked, parse_cells(record["answer"]))
-        else:
-            path = parse_moves(record["answer"])
+        path = parse_answer(
+            record["answer"], answer_format, maze["height"], maze["width"], tuple(maze["start"])
+        )
         instance = cls(**shape, path=path, answer_format=answer_format)
         if record.get("prompt") != prompt_text(instance) or record.get("id") != instance.id:
             raise ValueError(
@@ -198,158 +205,6 @@ class MazeInstance:
                 "another version of the format. Regenerate the file with build_splits and save_splits."
             )
         return instance
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """Verdict of :func:`check_answer`. ``reason`` is one of ``ok``, ``empty``, ``garbage``, ``off_grid``,
-    ``wall``, ``not_at_goal``, ``not_shortest``; ``detail`` says where it went wrong."""
-
-    valid: bool
-    reason: str
-    detail: str = ""
-
-    def __bool__(self) -> bool:
-        return self.valid
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-# ---------------------------------------------------------------------------------------------
-
-
-def prompt_text(instance: MazeInstance) -> str:
-    """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:`` (``cells`` format: ``start i
-    goal j`` with hex cell ids)."""
-    cells = " ".join(f"{mask:x}" for mask in instance.walls)
-    if instance.answer_format == "cells":
-        start, goal = _cell_id(instance, instance.start), _cell_id(instance, instance.goal)
-    else:
-        start, goal = _cell(instance.start), _cell(instance.goal)
-    return f"maze {instance.height}x{instance.width} walls: {cells} start {start} goal {goal} path:"
-
-
-def answer_text(instance: MazeInstance) -> str:
-    """The reference answer, each token preceded by a space: the moves (``" D L L D R"``), or for the
-    ``cells`` format the hex ids of the cells the path visits after the start (``" 3 4 5 8"``)."""
-    if instance.answer_format == "cells":
-        return "".join(f" {_cell_id(instance, cell)}" for cell in path_cells(instance, instance.path))
-    return "".join(f" {move}" for move in instance.path)
-
-
-def path_cells(instance: MazeInstance, moves: Sequence[str]) -> list[tuple[int, int]]:
-    """The cells visited after each move from the start (walls are not checked here)."""
-    row, col = instance.start
-    cells = []
-    for move in moves:
-        d_row, d_col = MOVES[move]
-        row, col = row + d_row, col + d_col
-        cells.append((row, col))
-    return cells
-
-
-def parse_cells(text: str) -> tuple[int, ...]:
-    """Hex cell ids in generated ``cells`` answer text; whitespace is ignored, anything else raises ValueError."""
-    cells = []
-    for position, char in enumerate(text):
-        if char in "0123456789abcdef":
-            cells.append(int(char, 16))
-        elif not char.isspace():
-            raise ValueError(f"unexpected character {char!r} at position {position}; cells are hex digits.")
-    return tuple(cells)
-
-
-def cells_to_moves(instance: MazeInstance, cell_ids: Sequence[int]) -> tuple[str, ...]:
-    """The moves that walk from the start through ``cell_ids``; ValueError if a cell is off the grid or
-    is not a neighbour of the one before it (walls are left to :func:`walk`)."""
-    moves = []
-    row, col = instance.start
-    by_step = {step: move for move, step in MOVES.items()}
-    for index, cell_id in enumerate(cell_ids):
-        if cell_id >= instance.height * instance.width:
-            raise ValueError(
-                f"cell {index} ({cell_id:x}) is outside the {instance.height}x{instance.width} grid"
-            )
-        next_row, next_col = divmod(cell_id, instance.width)
-        move = by_step.get((next_row - row, next_col - col))
-        if move is None:
-            raise ValueError(f"cell {index} ({cell_id:x}) is not next to {row},{col}")
-        moves.append(move)
-        row, col = next_row, next_col
-    return tuple(moves)
-
-
-def parse_moves(text: str) -> tuple[str, ...]:
-    """The moves in generated answer text (special tokens already removed when decoding).
-
-    Whitespace anywhere is ignored (``" R R D"``, ``"RRD"``); any other character than ``U D L R``
-    raises ValueError.
-    """
-    moves = []
-    for position, char in enumerate(text):
-        if char in MOVES:
-            moves.append(char)
-        elif not char.isspace():
-            raise ValueError(f"unexpected character {char!r} at position {position}; moves are U, D, L, R.")
-    return tuple(moves)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checking
-# ---------------------------------------------------------------------------------------------
-
-
-def walk(instance: MazeInstance, moves: Iterable[str]) -> tuple[tuple[int, int], tuple[str, str] | None]:
-    """Follow ``moves`` from the start. Returns ``(cell reached, None)``, or ``(cell before the bad move,
-    (reason, detail))`` at the first move that leaves the grid or crosses a wall."""
-    row, col = instance.start
-    for index, move in enumerate(moves):
-        d_row, d_col = MOVES[move]
-        next_row, next_col = row + d_row, col + d_col
-        if not (0 <= next_row < instance.height and 0 <= next_col < instance.width):
-            return (row, col), ("off_grid", f"move {index} ({move}) from {row},{col} leaves the grid")
-        if instance.walls[row * instance.width + col] & WALL_BITS[move]:
-            return (row, col), ("wall", f"move {index} ({move}) from {row},{col} goes through a wall")
-        row, col = next_row, next_col
-    return (row, col), None
-
-
-def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
-    """Exact check of a generated answer (in the instance's answer format): legal moves only, ends at the
-    goal, and shortest length. A ``cells`` answer that jumps to a non-neighbouring cell is ``garbage``."""
-    try:
-        if instance.answer_format == "cells":
-            moves = cells_to_moves(instance, parse_cells(generated_text))
-        else:
-            moves = parse_moves(generated_text)
-    except ValueError as error:
-        return CheckResult(False, "garbage", str(error))
-    if not moves:
-        return CheckResult(False, "empty", "no moves")
-    end, error = walk(instance, moves)
-    if error is not None:
-        return CheckResult(False, *error)
-    if end != instance.goal:
-        return CheckResult(False, "not_at_goal", f"ends at {_cell(end)}, the goal is {_cell(instance.goal)}")
-    if len(moves) != instance.num_moves:
-        return CheckResult(
-            False, "not_shortest", f"{len(moves)} moves; the shortest path has {instance.num_moves}"
-        )
-    return CheckResult(True, "ok")
-
-
-def success_rates(instances: Sequence[MazeInstance], generated_texts: Sequence[str]) -> dict[str, float]:
-    """Fraction of valid answers per difficulty, plus ``"all"``."""
-    if len(instances) != len(generated_texts):
-        raise ValueError(f"got {len(instances)} instances but {len(generated_texts)} generated texts.")
-    if not instances:
-        raise ValueError("no instances to score.")
-    outcomes: dict[str, list[bool]] = defaultdict(list)
-    for instance, text in zip(instances, generated_texts):
-        valid = check_answer(instance, text).valid
-        outcomes[instance.difficulty].append(valid)
-        outcomes["all"].append(valid)
-    return {name: sum(values) / len(values) for name, values in outcomes.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,14 +407,6 @@ def render(instance: MazeInstance, moves: Sequence[str] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _cell(cell: tuple[int, int]) -> str:
-    return f"{cell[0]},{cell[1]}"
-
-
-def _cell_id(instance: MazeInstance, cell: tuple[int, int]) -> str:
-    return f"{cell[0] * instance.width + cell[1]:x}"
 
 
 def _hex_walls(walls: Sequence[int]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
-from flexretrofit.data.maze import MazeInstance, check_answer
+from flexretrofit.data.maze import MazeInstance, check_answer, prompt_text
 from flexretrofit.evaluation.gsm8k import wilson_interval
 from flexretrofit.evaluation.lengths import total_variation_distance
 from flexretrofit.evaluation.results import ResultsWriter
@@ -61,6 +61,14 @@ def evaluation_subset(
 # ---------------------------------------------------------------------------------------------
 
 
+def maze_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+) -> Callable[[Sequence[MazeInstance]], list[list[int]]]:
+    """The prompt token ids of each maze, as the training data formats them (``PromptCompletionFormat``)."""
+    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+    return lambda instances: [prompt_format.prompt_ids(prompt_text(instance)) for instance in instances]
+
+
 def flex_solver(
     model: FlexMDMForMaskedDiffusion,
     tokenizer: PreTrainedTokenizerBase,
@@ -73,10 +81,10 @@ def flex_solver(
     ``cap`` tokens (prompt included) and the solver returns the B generated parts, seeded per maze
     (:func:`row_seed`). ``options`` go to ``generate_flex`` (``steps``, ``temperature``, ...).
     """
-    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+    prompt_ids = maze_prompt_ids(tokenizer)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        prompts = [prompt_format.prompt_ids(instance.to_dict()["prompt"]) for instance in instances]
+        prompts = prompt_ids(instances)
         seeds = [row_seed(instance) for instance in instances]
         output = generate_flex(model, prompts, max_length=cap, row_seeds=seeds, **options)
         return output.generated_ids()
@@ -96,10 +104,10 @@ def mdm_solver(
     canvas is (B, ``canvas``), one block of ``canvas - P`` positions unmasked one per step. The solver
     returns each row's answer up to its first EOS. ``options`` go to ``generate_mdm``.
     """
-    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+    prompt_ids = maze_prompt_ids(tokenizer)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        prompts = [prompt_format.prompt_ids(instance.to_dict()["prompt"]) for instance in instances]
+        prompts = prompt_ids(instances)
         if len({len(p) for p in prompts}) != 1:
             raise ValueError("an MDM batch needs prompts of one length (one grid size); batch by difficulty.")
         gen_length = canvas - len(prompts[0])
@@ -126,13 +134,13 @@ def true_length_solver(
     It measures token prediction with the length decision taken away: mazes of one true length ``n`` form
     a ``[B, P + n]`` canvas each.
     """
-    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
+    prompt_ids = maze_prompt_ids(tokenizer)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
         answers: dict[str, list[int]] = {}
         for length in sorted({instance.num_moves for instance in instances}):
             group = [instance for instance in instances if instance.num_moves == length]
-            prompts = [prompt_format.prompt_ids(instance.to_dict()["prompt"]) for instance in group]
+            prompts = prompt_ids(group)
             output = generate_mdm(model, prompts, gen_length=length, block_length=length, steps=length)
             for instance, ids in zip(group, output.generated_ids()):
                 answers[instance.id] = ids

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.data.maze import MazeInstance, parse_moves, render
+from flexretrofit.data.maze import MazeInstance, answer_text, parse_answer, prompt_text, render
 
 MODELS = ("mdm", "flexmdm")
 LABELS = {"mdm": "MDM (LLaDA sampler)", "flexmdm": "FlexMDM (retrofit)"}
@@ -138,8 +138,8 @@ def sample_lines(
     lines = []
     for index in range(0, len(instances), step)[:count]:
         instance = instances[index]
-        lines.append(f"- {instance.difficulty} `{instance.to_dict()['prompt']}`")
-        lines.append(f"  - true path ({instance.num_moves} moves): `{instance.to_dict()['answer'].strip()}`")
+        lines.append(f"- {instance.difficulty} `{prompt_text(instance)}`")
+        lines.append(f"  - true path ({instance.num_moves} moves): `{answer_text(instance).strip()}`")
         for model in ("flexmdm", "mdm"):
             row = rows[model][index]
             verdict = "ok" if row["valid"] else row["reason"]
@@ -155,7 +155,14 @@ def rendered_example(instances: Sequence[MazeInstance], rows: Sequence[dict[str,
     order = sorted(range(len(instances)), key=lambda i: (not rows[i]["valid"], -instances[i].num_moves))
     index = order[0]
     try:
-        moves = parse_moves(rows[index]["generated_text"])
+        instance = instances[index]
+        moves = parse_answer(
+            rows[index]["generated_text"],
+            instance.answer_format,
+            instance.height,
+            instance.width,
+            instance.start,
+        )
     except ValueError:
         moves = ()
     outcome = "solved" if rows[index]["valid"] else rows[index]["reason"]

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from flexretrofit.diffusion.schedules import Schedule
 from flexretrofit.sampling.config import FlexGenerationConfig, resolve_generation_config
 from flexretrofit.sampling.randomness import (
     STREAM_INSERTION,
@@ -247,7 +248,7 @@ def _sample(
     )
 
 
-def step_probability(schedule, t: float, t_next: float) -> float:
+def step_probability(schedule: Schedule, t: float, t_next: float) -> float:
     """Chance that an event still pending at ``t`` happens by ``t_next``: ``1 - S(t_next) / S(t)``, ``S = 1 - s``."""
     survival = schedule.survival(torch.tensor([t, t_next], dtype=torch.float64))
     if float(survival[0]) <= 0.0:

@@ -5,9 +5,10 @@ or the order work is done in: a batch gives, per row, what each prompt gives alo
 splitmix64 finaliser on int64 tensors (multiplication wraps modulo 2^64, and logical right shifts
 are emulated with a mask), so it runs with plain tensor ops on any device.
 
-Poisson and binomial counts come from the inverse CDF of one uniform each (binomial: an exact table): an exact table over ``k < POISSON_TABLE``
+Counts come from the inverse CDF of one uniform each. Poisson: an exact table over ``k < POISSON_TABLE``
 for means up to ``POISSON_EXACT_MAX``, and the normal approximation ``floor(lam + sqrt(lam) z + 1/2)``
 above it (sampler means are small; large ones only appear for unmask counts with very few steps).
+Binomial: an exact table over ``k = 0 .. n``.
 """
 
 from __future__ import annotations
