@@ -1,14 +1,17 @@
 """The sandbox runs hostile programs to completion, records what happened, and keeps the host intact.
 
 Where the OS refuses an isolation layer the result must say so (``isolation``); a test only
-accepts damage when the layer that would have prevented it is recorded as missing.
+accepts damage when the layer that would have prevented it is recorded as missing. Attacks on the
+verdict itself are in ``test_evaluation_sandbox_attacks.py``.
 """
 
 import ast
 import os
+import platform
 import secrets
 import signal
 import socket
+import sys
 import tempfile
 import textwrap
 import time
@@ -80,8 +83,10 @@ def _processes_with(token: str) -> list[int]:
 
 
 def test_fork_bomb_is_bounded_and_leaves_no_process_behind():
-    # Each child leaves the process group (setsid) and sleeps under a unique name.
+    # Each child tries to leave the process group (setsid; the seccomp filter refuses it) and sleeps
+    # under a unique name.
     token = f"{secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"
+    python = os.path.realpath(sys.executable)  # the interpreter is inside the sandbox, /bin is not
     bomb = _program(
         f"""
         import os
@@ -92,8 +97,11 @@ def test_fork_bomb_is_bounded_and_leaves_no_process_behind():
             except OSError:
                 break
             if pid == 0:
-                os.setsid()
-                os.execv("/bin/sleep", ["sleep", "{token}"])
+                try:
+                    os.setsid()
+                except OSError:
+                    pass
+                os.execv({python!r}, [{python!r}, "-c", "import time; time.sleep(60)", "{token}"])
             forked += 1
         print("forked", forked)
         """
@@ -104,12 +112,12 @@ def test_fork_bomb_is_bounded_and_leaves_no_process_behind():
     try:
         assert time.monotonic() - started < 8.0
         forked = int(result.stdout_tail.split("forked")[-1])
-        assert forked < 32  # RLIMIT_NPROC stopped it (shared by everything running as the same user)
+        assert forked < 32  # RLIMIT_NPROC stopped it
         time.sleep(0.2)
-        survivors = _processes_with(f"sleep\x00{token}")
+        survivors = _processes_with(token)
         assert not survivors or "pid-namespace" not in result.isolation
     finally:
-        for pid in _processes_with(f"sleep\x00{token}"):
+        for pid in _processes_with(token):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -136,28 +144,32 @@ for attempt in (lambda: open(path, "w").write("owned"), lambda: os.remove(path))
 @pytest.mark.parametrize(
     "overrides, protections",
     [
-        ({}, {"private-tmp", "readonly-root", "unprivileged-user"}),
-        ({"private_tmp": False}, {"readonly-root", "unprivileged-user"}),
-        ({"private_tmp": False, "readonly_root": False}, {"unprivileged-user"}),
-        ({"private_tmp": False, "user": None}, {"readonly-root"}),
+        ({}, {"minimal-root", "readonly-root", "unprivileged-user"}),
+        ({"readonly_root": False}, {"minimal-root", "unprivileged-user"}),
+        ({"user": None}, {"minimal-root", "readonly-root"}),
     ],
-    ids=["default", "no-private-tmp", "user-only", "readonly-root-only"],
+    ids=["default", "writable-root", "root-user"],
 )
-def test_program_cannot_delete_or_overwrite_a_file_outside_the_sandbox(tmp_path, overrides, protections):
-    marker = tmp_path / "marker.txt"
-    marker.write_text("precious")
-    result = run_program(HOSTILE_FILE_CODE.format(path=str(marker)), SandboxConfig(**overrides))
-    assert result.status == "passed", result.stderr_tail  # the harness ran the hostile code to its end
-    protected = protections & set(result.isolation)
-    if protected:
-        assert marker.exists() and marker.read_text() == "precious", (result.stdout_tail, result.isolation)
-        assert "attempt succeeded" not in result.stdout_tail
-    else:  # no layer that could stop it is available here; it must be on record
-        assert not protections & set(result.isolation)
-    if overrides.get("user", "nobody") is None and "readonly-root" in protected:
-        # Root saw the file, so it was the read-only mount that stopped the write.
-        assert "visible True" in result.stdout_tail
-        assert "blocked: OSError" in result.stdout_tail
+def test_program_cannot_delete_or_overwrite_a_file_outside_the_sandbox(overrides, protections):
+    # Outside /tmp, which the sandbox always replaces with its own.
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as folder:
+        marker = Path(folder) / "marker.txt"
+        marker.write_text("precious")
+        marker.chmod(0o644)
+        Path(folder).chmod(0o755)
+        result = run_program(HOSTILE_FILE_CODE.format(path=str(marker)), SandboxConfig(**overrides))
+        assert result.status == "passed", result.stderr_tail  # the hostile code ran to its end
+        protected = protections & set(result.isolation)
+        if protected:
+            assert marker.exists() and marker.read_text() == "precious", (
+                result.stdout_tail,
+                result.isolation,
+            )
+            assert "attempt succeeded" not in result.stdout_tail
+        else:  # no layer that could stop it is available here; it must be on record
+            assert not protections & set(result.isolation)
+        if "minimal-root" in result.isolation:
+            assert "visible False" in result.stdout_tail  # the host's tree is not even there
 
 
 def test_socket_to_localhost_is_refused_or_recorded():
@@ -225,6 +237,70 @@ def test_missing_required_isolation_is_an_error_and_the_program_never_runs():
     assert result.status == "error"
     assert "ran" not in result.stdout_tail
     assert "required isolation unavailable" in result.stderr_tail
+
+
+def test_seccomp_refuses_namespaces_mounts_ptrace_and_new_sessions():
+    code = _program(
+        """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        def outcome(result):
+            return "refused" if result == -1 else "allowed"
+        print("unshare-user", outcome(libc.unshare(0x10000000)))
+        print("unshare-net", outcome(libc.unshare(0x40000000)))
+        print("mount", outcome(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)))
+        print("ptrace", outcome(libc.ptrace(16, 1, 0, 0)))  # PTRACE_ATTACH to the namespace init
+        print("setsid", outcome(libc.setsid()))
+        print("fork", "allowed" if os.fork() or os._exit(0) else "refused")
+        """
+    )
+    result = run_program(code)
+    assert result.status == "passed", result.stderr_tail
+    if "seccomp" not in result.isolation:
+        assert platform.machine() != "x86_64" or "no system call filter" in " ".join(result.notes)
+        return
+    lines = dict(line.split() for line in result.stdout_tail.split("\n") if line.strip())
+    assert lines == {
+        "unshare-user": "refused",
+        "unshare-net": "refused",
+        "mount": "refused",
+        "ptrace": "refused",
+        "setsid": "refused",
+        "fork": "allowed",  # processes without new namespaces stay possible
+    }, result.stdout_tail
+
+
+def test_seccomp_program_jumps_stay_inside_the_program():
+    from flexretrofit.evaluation import _sandbox_isolation as isolation
+
+    program = isolation.seccomp_program(isolation.X86_64)
+    for index, (code, jump_true, jump_false, _) in enumerate(program):
+        if code & 0x07 == 0x05:  # BPF_JMP
+            assert index + 1 + max(jump_true, jump_false) < len(program)
+    assert program[-1][0] == 0x06 and program[-2][0] == 0x06  # ends in returns
+
+
+def test_host_unix_socket_outside_tmp_is_unreachable():
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as folder:
+        Path(folder).chmod(0o755)
+        path = str(Path(folder) / "host.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            os.chmod(path, 0o777)
+            server.listen(1)
+            server.setblocking(False)
+            code = f"import socket\nsocket.socket(socket.AF_UNIX).connect({path!r})\nprint('connected')\n"
+            result = run_program(code, SandboxConfig(timeout_s=5.0))
+            try:
+                server.accept()[0].close()
+                reached = True
+            except BlockingIOError:
+                reached = False
+    if "minimal-root" in result.isolation:
+        assert not reached and result.status == "failed"
+        assert "FileNotFoundError" in result.stderr_tail
+    else:
+        assert "minimal-root" not in result.isolation  # the whole tree is visible, and on record
 
 
 def test_run_many_keeps_input_order_and_records_every_result():
