@@ -3,46 +3,83 @@
     python recipes/generate.py --model runs/tiny_retrofit/final --prompt "The model fills in" --steps 64
     python recipes/generate.py --model GSAI-ML/LLaDA-8B-Instruct --sampler mdm --chat --prompt "Hi!"
 
-Prints each prompt's continuation and its length in tokens. ``key=value`` pairs after the flags set any
-field of :class:`~flexretrofit.sampling.FlexGenerationConfig` / :class:`~flexretrofit.sampling.MDMGenerationConfig`.
+Prints each prompt's continuation and its length in tokens. The model's saved generation_config.json
+gives the defaults; ``--steps`` and ``key=value`` pairs after the flags override any field of
+:class:`~flexretrofit.sampling.FlexGenerationConfig` / :class:`~flexretrofit.sampling.MDMGenerationConfig`.
+A mistake (path, model type, flag value) prints one line and exits with status 2, before any model loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import yaml
 
 from flexretrofit import FlexGenerationConfig, MDMGenerationConfig, load_tokenizer
-from flexretrofit.evaluation.cli import load_model, read_model_type
+from flexretrofit.models import CheckpointError, load_pretrained, read_model_type
 from flexretrofit.sampling import generate_flex, generate_mdm
+from flexretrofit.sampling.config import resolve_generation_config
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class UsageError(Exception):
+    """A command-line mistake; main() prints it as one line and exits with status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see --help)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    fields = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{item!r} is not a key=value generation setting (e.g. confidence=prob_diff)")
+        try:
+            fields[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"cannot read the value of {item!r}; quote it or fix the YAML syntax") from None
+    return fields
+
+
+def run(argv: list[str] | None) -> None:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a FlexMDM or LLaDA folder or hub id")
     parser.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
-    parser.add_argument(
-        "--sampler", choices=("flex", "mdm"), default=None, help="default: flex for a FlexMDM"
-    )
-    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--sampler", choices=("flex", "mdm"), help="default: flex for a FlexMDM, else mdm")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the saved generation config's)")
     parser.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn (chat template)")
     parser.add_argument("overrides", nargs="*", help="generation config fields, e.g. confidence=prob_diff")
     args = parser.parse_args(argv)
 
-    fields = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.overrides)}
-    sampler = args.sampler or ("flex" if read_model_type(args.model) == "flexmdm" else "mdm")
-    config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
-    unknown = sorted(set(fields) - set(config_class.sampler_fields))
-    if unknown:
-        raise ValueError(
-            f"unknown {config_class.__name__} field(s) {unknown}; known: {list(config_class.sampler_fields)}"
+    fields = parse_overrides(args.overrides)
+    if args.steps is not None:
+        fields["steps"] = args.steps
+    model_type = read_model_type(args.model)
+    if model_type not in ("flexmdm", "llada"):
+        raise UsageError(f"{args.model} holds a {model_type!r} model; pass a FlexMDM or LLaDA checkpoint")
+    sampler = args.sampler or ("flex" if model_type == "flexmdm" else "mdm")
+    if sampler == "flex" and model_type == "llada":
+        raise UsageError(
+            f"{args.model} holds a LLaDA model (fixed length); use --sampler mdm, or retrofit and train it "
+            "first (recipes/retrofit_llada.py)"
         )
-    config = config_class(steps=args.steps, **fields)
+    config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
+    try:  # names and values are checked before anything loads
+        resolve_generation_config(None, config_class, fields)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
-    tokenizer = load_tokenizer(args.model)
-    model, _ = load_model(args.model, sampler=sampler, device="cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        tokenizer = load_tokenizer(args.model)
+    except (OSError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"no usable tokenizer in {args.model}: {first}") from None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_pretrained(args.model).to(device).eval()
     prompts = args.prompt
     if args.chat:
         prompts = [
@@ -52,10 +89,22 @@ def main(argv: list[str] | None = None) -> None:
             for p in prompts
         ]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    output = (generate_flex if sampler == "flex" else generate_mdm)(model, ids, None, config)
+    try:  # the saved config + overrides; the sampler refuses prompts it cannot use, saying why
+        config = resolve_generation_config(None, config_class, fields, model)
+        output = (generate_flex if sampler == "flex" else generate_mdm)(model, ids, None, config)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     for prompt, generated in zip(args.prompt, output.generated_ids()):
         text = tokenizer.decode(generated, skip_special_tokens=True)
         print(f"--- prompt: {prompt!r}\n{text}\n--- {len(generated)} tokens")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        run(argv)
+    except (UsageError, CheckpointError, FileNotFoundError) as error:
+        print(f"generate.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """End to end on a tiny random LLaDA checkpoint: both entry points, resume, shards, settings, errors."""
 
 import json
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from flexretrofit.evaluation import cli, generators
+from flexretrofit.evaluation import cli, generators, inputs
 from flexretrofit.evaluation.harness import PLOT_FILE, SAMPLES_FILE, SUMMARY_FILE
+from flexretrofit.evaluation.options import GSM8K, INFILL, PRESETS
+from flexretrofit.evaluation.settings import EvalConfigError, resolve_settings
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,10 +177,24 @@ def test_two_shard_jobs_merge_into_the_rows_of_one_process(
     assert _stable(second) == _stable(clean_summary)
 
 
-def test_missing_gsm8k_data_offline_says_how_to_pass_it(llada_folder, tmp_path, monkeypatch):
+def _usage_error(main, args, capsys):
+    """Run an entry point that must stop on a user mistake; return its one line of stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_missing_gsm8k_data_offline_says_how_to_pass_it(llada_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SystemExit, match=r"--data path\.jsonl.*DATA=path\.jsonl"):
-        cli.gsm8k_main(["--model", str(llada_folder), "--sampler", "mdm", "--output-dir", str(tmp_path)])
+    args = ["--model", str(llada_folder), "--sampler", "mdm", "--output-dir", str(tmp_path)]
+    line = _usage_error(cli.gsm8k_main, args, capsys)
+    assert "--data path.jsonl" in line and "DATA=path.jsonl" in line
 
 
 def test_unreachable_hub_dataset_says_how_to_pass_the_data(monkeypatch):
@@ -188,46 +206,171 @@ def test_unreachable_hub_dataset_says_how_to_pass_the_data(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(cli.EvalConfigError, match=r"--data path\.jsonl.*ConnectionError: Couldn't reach"):
-        cli.load_gsm8k_examples(None)
+    with pytest.raises(EvalConfigError, match=r"--data path\.jsonl.*ConnectionError: Couldn't reach"):
+        inputs.load_gsm8k_examples(None)
 
 
 def test_settings_layer_defaults_preset_config_file_and_flags(tmp_path):
     config = tmp_path / "eval.yaml"
     config.write_text("preset: published\nmax-window: 16\nbatch_size: 4\n")
-    settings = cli.resolve_settings(
-        cli.INFILL, ["--model", "m", "--config", str(config), "--batch-size", "2"]
-    )
+    settings = resolve_settings(INFILL, ["--model", "m", "--config", str(config), "--batch-size", "2"])
     assert settings["steps"] == 4096 and settings["confidence"] == "top_prob"  # the preset
     assert settings["sliding_window"] is True and settings["window_scale"] == 15.0
     assert settings["max_window"] == 16  # the file beats the preset
     assert settings["batch_size"] == 2  # the flag beats the file
     assert settings["config"] == str(config.resolve())
 
-    default = cli.resolve_settings(cli.GSM8K, ["--model", "m"])
+    default = resolve_settings(GSM8K, ["--model", "m"])
     assert (default["steps"], default["confidence"], default["sliding_window"]) == (64, "prob_diff", False)
-    published = cli.resolve_settings(cli.GSM8K, ["--model", "m", "--preset", "published", "--sampler", "mdm"])
+    published = resolve_settings(GSM8K, ["--model", "m", "--preset", "published", "--sampler", "mdm"])
     assert (published["steps"], published["gen_length"], published["block_length"]) == (256, 256, 32)
 
 
 def test_settings_of_the_other_sampler_or_unknown_keys_are_refused(tmp_path):
-    with pytest.raises(cli.EvalConfigError, match="other sampler"):
-        cli.resolve_settings(cli.GSM8K, ["--model", "m", "--sampler", "mdm", "--confidence", "entropy"])
+    with pytest.raises(EvalConfigError, match="other sampler"):
+        resolve_settings(GSM8K, ["--model", "m", "--sampler", "mdm", "--confidence", "entropy"])
     config = tmp_path / "eval.yaml"
     config.write_text("stepz: 4\n")
-    with pytest.raises(cli.EvalConfigError, match="unknown settings"):
-        cli.resolve_settings(cli.GSM8K, ["--model", "m", "--config", str(config)])
-    with pytest.raises(cli.EvalConfigError, match="--num-shards and --shard-index"):
-        cli.resolve_settings(cli.GSM8K, ["--model", "m", "--num-shards", "2"])
+    with pytest.raises(EvalConfigError, match=r"eval\.yaml, line 1: unknown setting 'stepz'"):
+        resolve_settings(GSM8K, ["--model", "m", "--config", str(config)])
+    with pytest.raises(EvalConfigError, match="--num-shards and --shard-index"):
+        resolve_settings(GSM8K, ["--model", "m", "--num-shards", "2"])
 
 
-def test_llada_with_the_flex_sampler_needs_a_retrofit(llada_folder, gsm8k_file, tmp_path):
+def test_llada_with_the_flex_sampler_needs_a_retrofit(llada_folder, gsm8k_file, tmp_path, capsys):
     args = ["--model", str(llada_folder), "--data", str(gsm8k_file), "--output-dir", str(tmp_path)]
-    with pytest.raises(SystemExit, match="--fresh-retrofit"):
-        cli.gsm8k_main(args)
+    assert "--fresh-retrofit" in _usage_error(cli.gsm8k_main, args, capsys)
 
 
-def test_rerun_with_other_sampler_settings_is_refused(llada_folder, gsm8k_file, clean_gsm8k_run):
+def test_rerun_with_other_sampler_settings_is_refused(llada_folder, gsm8k_file, clean_gsm8k_run, capsys):
     clean_dir, _ = clean_gsm8k_run
-    with pytest.raises(SystemExit, match=r"other settings \(sampler\.confidence: 'prob_diff' -> 'entropy'\)"):
-        cli.gsm8k_main(_flex_gsm8k_args(llada_folder, gsm8k_file, clean_dir, "--confidence", "entropy"))
+    args = _flex_gsm8k_args(llada_folder, gsm8k_file, clean_dir, "--confidence", "entropy")
+    line = _usage_error(cli.gsm8k_main, args, capsys)
+    assert "other settings (sampler.confidence: 'prob_diff' -> 'entropy')" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# every input checked before generation: one line on stderr, exit code 2, no traceback
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    lines = [json.dumps(problem) for problem in PROBLEMS[:3]]
+    bob = [*lines[:2], json.dumps({"question": "Who is it?", "answer": "It is Bob.\n#### Bob"}), lines[2]]
+    (folder / "bob.jsonl").write_text("\n".join(bob) + "\n")
+    broken = [*lines, lines[0][:-3]]  # row 4 is cut short
+    (folder / "broken.jsonl").write_text("\n".join(broken) + "\n")
+    (folder / "broken.yaml").write_text("steps: 4\nbatch_size: [2\nseed: 1\n")
+    (folder / "nan.yaml").write_text("steps: 4\ntemperature: .nan\n")
+    (folder / "words.yaml").write_text("steps: four\n")
+    (folder / "a_file").write_text("not a folder\n")
+    damaged = folder / "damaged_run" / "shards"
+    damaged.mkdir(parents=True)
+    (damaged / "rank000-of-001.jsonl").write_text('{"id": "a"}\n{"id": "b"\n{"id": "c"}\n')
+    return folder
+
+
+GSM8K_CASES = [
+    # (extra flags, what the one line must say); {bad} is the folder of bad files.
+    (["--data", "{bad}/bob.jsonl"], "bob.jsonl, line 3: the reference after '####' is 'Bob', not a number"),
+    (["--data", "{bad}/broken.jsonl"], "broken.jsonl, line 4: not valid JSON"),
+    (["--data", "{bad}/missing.jsonl"], "no GSM8K file at"),
+    (["--limit", "-1"], "--limit: got -1; pass an integer >= 1"),
+    (["--limit", "0"], "--limit: got 0; pass an integer >= 1"),
+    (["--temperature", "inf"], "--temperature: got inf; pass a finite number >= 0"),
+    (["--temperature", "nan"], "--temperature: got nan; pass a finite number >= 0"),
+    (["--temperature", "-0.5"], "--temperature: got -0.5; pass a finite number >= 0"),
+    (["--temperature", "hot"], "argument --temperature: invalid float value: 'hot'; see --help"),
+    (["--steps", "0"], "--steps: got 0; pass an integer >= 1"),
+    (["--batch-size", "0"], "--batch-size: got 0; pass an integer >= 1"),
+    (["--seed", "-1"], "--seed: got -1; pass an integer >= 0"),
+    (["--gen-length", "0"], "--gen-length: got 0; pass an integer >= 1"),
+    (["--cfg-scale", "nan"], "--cfg-scale: got nan; pass a finite number >= 0"),
+    (
+        ["--block-length", "3"],
+        "invalid sampler settings",
+    ),  # 4 is not a multiple of 3: the sampler's own check
+    (["--num-shards", "2", "--shard-index", "2"], "--shard-index is 2, but the shards are numbered 0..1"),
+    (["--num-shards", "0", "--shard-index", "0"], "--num-shards: got 0; pass an integer >= 1"),
+    (["--device", "nonsense"], "--device 'nonsense' is not a device"),
+    (["--config", "{bad}/broken.yaml"], "broken.yaml, line 3: not valid YAML"),
+    (["--config", "{bad}/nan.yaml"], "nan.yaml, line 2: temperature: got nan; pass a finite number >= 0"),
+    (["--config", "{bad}/words.yaml"], "words.yaml, line 1: steps: got 'four'; pass an integer >= 1"),
+    (["--config", "{bad}/missing.yaml"], "no config file at"),
+    (["--output-dir", "{bad}/a_file"], "a_file is a file; pass a folder"),
+    (["--output-dir", "{bad}/damaged_run"], "rank000-of-001.jsonl, line 2 is not a JSON object"),
+    (["--confidence", "entropy"], "settings of the other sampler"),
+]
+INFILL_CASES = [
+    (
+        ["--k", "1", "5"],
+        "--k asks for pass@5, which needs at least 5 samples per task, but --num-samples is 1",
+    ),
+    (["--k", "0"], "--k: got 0; pass an integer >= 1"),
+    (["--sandbox-workers", "0"], "--sandbox-workers: got 0; pass an integer >= 1"),
+    (["--sandbox-timeout", "0"], "--sandbox-timeout: got 0.0; pass a finite number > 0"),
+    (["--num-samples", "0"], "--num-samples: got 0; pass an integer >= 1"),
+    (["--variant", "two_lines"], "argument --variant: invalid choice: 'two_lines'"),
+    (["--temperature", "inf"], "--temperature: got inf; pass a finite number >= 0"),
+]
+
+
+def _mdm_args(llada_folder, tmp_path, gsm8k_file=None):
+    data = [] if gsm8k_file is None else ["--data", str(gsm8k_file)]
+    return [
+        "--model", str(llada_folder), "--sampler", "mdm", "--steps", "4", "--gen-length", "4",
+        "--block-length", "4", "--no-progress", "--output-dir", str(tmp_path / "out"), *data,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Every bad input must be refused before a model is loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(cli, "load_model", refuse)
+
+
+@pytest.mark.parametrize("extra, message", GSM8K_CASES)
+def test_bad_gsm8k_inputs_stop_before_the_model_with_one_line(
+    llada_folder, gsm8k_file, bad_inputs, tmp_path, capsys, no_model_loading, extra, message
+):
+    extra = [value.format(bad=bad_inputs) for value in extra]
+    line = _usage_error(cli.gsm8k_main, _mdm_args(llada_folder, tmp_path, gsm8k_file) + extra, capsys)
+    assert message in line
+    assert not (tmp_path / "out" / "run_config.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", INFILL_CASES)
+def test_bad_infill_inputs_stop_before_the_model_with_one_line(
+    llada_folder, tmp_path, capsys, no_model_loading, extra, message
+):
+    line = _usage_error(cli.infill_main, _mdm_args(llada_folder, tmp_path) + extra, capsys)
+    assert message in line
+
+
+def test_the_shipped_defaults_and_presets_pass_the_checks():
+    for benchmark in (GSM8K, INFILL):
+        for sampler in ("flex", "mdm"):
+            resolve_settings(benchmark, ["--model", "m", "--sampler", sampler])
+            for preset in PRESETS:
+                resolve_settings(benchmark, ["--model", "m", "--sampler", sampler, "--preset", preset])
+
+
+def test_a_program_with_a_bad_reference_exits_2_with_one_line_and_no_traceback(llada_folder, bad_inputs):
+    args = [
+        sys.executable, str(REPO / "eval" / "gsm8k.py"), "--model", str(llada_folder), "--sampler", "mdm",
+        "--data", str(bad_inputs / "bob.jsonl"), "--output-dir", str(bad_inputs / "program_out"),
+    ]  # fmt: skip
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {bad_inputs / 'bob.jsonl'}, line 3: the reference after '####' is 'Bob', not a number; "
+        "fix or remove that record"
+    ]
+    assert not (bad_inputs / "program_out").exists()  # nothing generated, nothing written

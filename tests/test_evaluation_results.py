@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flexretrofit.evaluation import results as results_module
-from flexretrofit.evaluation.results import ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.results import ResultsFileError, ResultsWriter, read_results, write_summary
 
 
 def _ids(path):
@@ -85,6 +85,16 @@ def test_damaged_complete_last_line_is_dropped_but_damage_in_the_middle_is_an_er
     path.write_text('{"id": "a"}\nnot json\n{"id": "c"}\n')
     with pytest.raises(ValueError, match="line 2"):
         ResultsWriter(path)
+
+
+def test_a_damaged_row_is_named_by_its_line_in_the_file_not_within_the_row(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n{"id": "d", oops}\n{"id": "e"}\n')
+    with pytest.raises(ResultsFileError) as caught:
+        read_results(path)
+    message = str(caught.value)
+    assert "line 4 is not a JSON object" in message and "line 1" not in message
+    assert "column 13" in message
 
 
 def test_duplicate_and_id_less_rows_are_refused(tmp_path):

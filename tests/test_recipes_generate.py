@@ -1,30 +1,49 @@
-"""recipes/generate.py: command-line generation from a FlexMDM or LLaDA folder."""
+"""recipes/generate.py: generation from a FlexMDM or LLaDA folder; every mistake exits 2 with one line."""
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from flexretrofit.sampling import FlexGenerationConfig, generate_flex
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint, tiny_flexmdm
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "generate.py"
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("generate_recipe", REPO / "recipes" / "generate.py")
+    spec = importlib.util.spec_from_file_location("generate_recipe", RECIPE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_generates_from_a_flexmdm_folder_with_config_overrides(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def flex_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flex")
     tokenizer = build_tiny_tokenizer()
-    tiny_flexmdm(tokenizer, seed=0).save_pretrained(tmp_path / "flex")
-    tokenizer.save_pretrained(tmp_path / "flex")
+    model = tiny_flexmdm(tokenizer, seed=0)
+    model.generation_config = FlexGenerationConfig(steps=5, confidence="entropy", max_length=48)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llada_folder(tmp_path_factory):
+    return save_tiny_llada_checkpoint(tmp_path_factory.mktemp("ckpt") / "llada")
+
+
+def test_generates_from_a_flexmdm_folder_with_config_overrides(flex_folder, capsys):
     load_recipe().main(
         [
             "--model",
-            str(tmp_path / "flex"),
+            str(flex_folder),
             "--prompt",
             "maze 5x5",
             "--prompt",
@@ -41,13 +60,94 @@ def test_generates_from_a_flexmdm_folder_with_config_overrides(tmp_path, capsys)
     assert len(lengths) == 2 and all(0 <= n <= 40 for n in lengths)
 
 
-def test_llada_folder_uses_the_mdm_sampler_and_unknown_fields_fail(tmp_path, capsys):
-    folder = save_tiny_llada_checkpoint(tmp_path / "llada")
+def test_the_saved_generation_config_is_the_default(flex_folder, capsys):
     recipe = load_recipe()
-    recipe.main(
-        ["--model", str(folder), "--prompt", "hello", "--steps", "4", "gen_length=4", "block_length=4"]
+    used = []
+
+    def recording_sampler(model, ids, mask, config):
+        used.append(config)
+        return generate_flex(model, ids, mask, config)
+
+    recipe.generate_flex = recording_sampler
+    recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5"])
+    recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5", "--steps", "3", "max_length=30"])
+    assert (used[0].steps, used[0].confidence, used[0].max_length) == (5, "entropy", 48)
+    assert (used[1].steps, used[1].confidence, used[1].max_length) == (3, "entropy", 30)
+
+
+def test_llada_folder_uses_the_mdm_sampler(llada_folder, capsys):
+    load_recipe().main(
+        ["--model", str(llada_folder), "--prompt", "hello", "--steps", "4", "gen_length=4", "block_length=4"]
     )
     printed = capsys.readouterr().out
     assert "--- prompt: 'hello'" in printed and printed.rstrip().endswith("--- 4 tokens")  # fixed length
-    with pytest.raises(ValueError):
-        recipe.main(["--model", str(folder), "--prompt", "hello", "no_such_field=1"])
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_recipe().main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err
+
+
+def test_mistakes_exit_2_with_one_line(flex_folder, llada_folder, tmp_path, capsys):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    cases = {
+        "does not exist": ["--model", str(tmp_path / "missing"), "--prompt", "x"],
+        "has no config.json": ["--model", str(tmp_path), "--prompt", "x"],
+        "holds a 'bert' model": ["--model", str(tmp_path / "bert"), "--prompt", "x"],
+        "use --sampler mdm": ["--model", str(llada_folder), "--prompt", "x", "--sampler", "flex"],
+        "unknown generation option(s) ['no_such_field']": [
+            "--model",
+            str(llada_folder),
+            "--prompt",
+            "x",
+            "no_such_field=1",
+        ],
+        "steps must be an integer >= 1": ["--model", str(flex_folder), "--prompt", "x", "--steps", "0"],
+        "unknown confidence method": ["--model", str(flex_folder), "--prompt", "x", "confidence=margin"],
+        "is not a key=value generation setting": ["--model", str(flex_folder), "--prompt", "x", "steps"],
+        "argument --steps: invalid int value": [
+            "--model",
+            str(flex_folder),
+            "--prompt",
+            "x",
+            "--steps",
+            "many",
+        ],
+        "the following arguments are required: --prompt": ["--model", str(flex_folder)],
+    }
+    for expected, argv in cases.items():
+        code, err = run_main(argv, capsys)
+        assert code == 2, expected
+        assert err.count("\n") == 1 and err.startswith("generate.py: error: ") and expected in err, err
+    # A prompt the sampler refuses is found after loading (the loading progress bar comes first).
+    argv = ["--model", str(flex_folder), "--prompt", "maze 5x5 " * 20, "max_length=8"]
+    code, err = run_main(argv, capsys)
+    last = err.rstrip("\n").split("\n")[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith("generate.py: error: row 0 starts with") and "above the length cap" in last
+
+
+def test_a_truncated_shard_exits_2_naming_the_file(tmp_path, capsys):
+    folder = save_tiny_llada_checkpoint(tmp_path / "llada")
+    shard = folder / "model-00001-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-64])
+    code, err = run_main(
+        ["--model", str(folder), "--prompt", "x", "--steps", "4", "gen_length=4", "block_length=4"], capsys
+    )
+    assert code == 2 and str(shard) in err and "incomplete or corrupt" in err and err.count("\n") == 1
+
+
+def test_command_line_mistake_prints_no_traceback(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), "--model", str(tmp_path / "nowhere"), "--prompt", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "nowhere does not exist" in result.stderr

@@ -447,3 +447,25 @@ def test_tensor_batches_with_left_or_right_padding_equal_lists(model):
 def test_bad_input_raises_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call(StubFlexMDM())
+
+
+def test_a_llada_model_is_refused_naming_the_fixed_length_samplers():
+    from flexretrofit.testing import tiny_llada
+
+    model = tiny_llada(seed=0)
+    with pytest.raises(TypeError, match=r"generate_flex needs a FlexMDM .*LLaDAModelLM.*generate_mdm"):
+        generate_flex(model, [[3, 4]])
+    with pytest.raises(TypeError, match=r"infill needs a FlexMDM .*infill_mdm"):
+        infill(model, [[3]], [[4]])
+
+
+def test_text_and_tokenizer_output_as_prompts():
+    from transformers import BatchEncoding
+
+    model = StubFlexMDM(gap=2.0)
+    with pytest.raises(TypeError, match="tokenize it first"):
+        generate_flex(model, "maze 5x5", steps=4)
+    encoding = BatchEncoding({"input_ids": torch.tensor([[BOS, 5, 6]]), "attention_mask": torch.ones(1, 3)})
+    expected = generate_flex(model, [[BOS, 5, 6]], steps=4, max_length=16)
+    got = generate_flex(model, encoding, steps=4, max_length=16)
+    torch.testing.assert_close(got.sequences, expected.sequences)

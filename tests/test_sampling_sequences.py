@@ -40,3 +40,28 @@ def test_generated_ids_are_taken_by_position_between_prompt_and_suffix():
         suffix_lengths=torch.tensor([1, 1]),
     )
     assert output.generated_ids() == [[30, 31], [40, 41, 42, 43]]
+
+
+def test_a_tokenizer_encoding_is_taken_apart_with_its_padding():
+    from transformers import BatchEncoding
+
+    padded = BatchEncoding({"input_ids": [[5, 6, 1], [7, 1, 1]], "attention_mask": [[1, 1, 0], [1, 0, 0]]})
+    assert [r.tolist() for r in as_token_rows(padded)] == [[5, 6], [7]]
+    left = BatchEncoding(
+        {
+            "input_ids": torch.tensor([[1, 5, 6], [1, 1, 7]]),
+            "attention_mask": torch.tensor([[0, 1, 1], [0, 0, 1]]),
+        }
+    )
+    assert [r.tolist() for r in as_token_rows(left)] == [[5, 6], [7]]
+    assert [r.tolist() for r in as_token_rows({"input_ids": [4, 5], "attention_mask": [1, 1]})] == [[4, 5]]
+    with pytest.raises(ValueError, match="already carries its attention_mask"):
+        as_token_rows(left, torch.ones(2, 3))
+    with pytest.raises(TypeError, match="mapping without 'input_ids'"):
+        as_token_rows({"ids": [1, 2]})
+
+
+@pytest.mark.parametrize("text", ["The quick brown", ["a prompt", "another"], [[1, 2], "mixed"]])
+def test_text_is_refused_with_what_to_do(text):
+    with pytest.raises(TypeError, match=r"input_ids holds text; tokenize it first .*generate_text"):
+        as_token_rows(text)

@@ -9,7 +9,6 @@ generated text only: the first ``\\boxed{...}`` holding a number, else the last 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -20,10 +19,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.data.formats import GSM8K_SYSTEM_PROMPT, REASONING_PREFILL, GSM8KFormat
-from flexretrofit.evaluation.lengths import length_stats
-from flexretrofit.evaluation.results import ResultsWriter, write_summary
-from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
+from flexretrofit.data.formats import (
+    GSM8K_SYSTEM_PROMPT,
+    REASONING_PREFILL,
+    GSM8KFormat,
+    parse_gsm8k_answer,
+)
+from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fields
 
 # The published instruction (d1 / FlexMDM GSM8K setup), reproduced exactly because the
 # instruction-tuned model was trained with it; the space before "\n" is part of it.
@@ -77,51 +79,70 @@ class GSM8KExample:
 # ------------------------------------------------------------------------------------------------
 def load_gsm8k(path: str | os.PathLike | None = None, split: str = "test") -> list[GSM8KExample]:
     """GSM8K examples from a local JSONL (``question``, ``answer`` per line), or from the hub
-    dataset ``openai/gsm8k`` (config ``main``) when ``path`` is None and the hub is reachable."""
+    dataset ``openai/gsm8k`` (config ``main``) when ``path`` is None and the hub is reachable.
+
+    Every record is checked here, before anything is generated: both fields present and strings, and
+    the reference after ``####`` a number (an example that could never be scored fails now, not after
+    a batch was generated).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputFileError: a record that cannot be used; the message names the file and its line.
+        RuntimeError: ``path`` is None and the hub dataset could not be loaded.
+    """
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(
                 f"no GSM8K file at {path}; pass a JSONL with 'question' and 'answer' per line"
             )
-        with open(path, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-        prefix = path.stem
+        numbered = read_jsonl(path)
+        source, prefix = str(path), path.stem
+        where = "line"
     else:
         try:
             from datasets import load_dataset
 
-            records = list(load_dataset(*HUB_DATASET, split=split))
+            hub_records = list(load_dataset(*HUB_DATASET, split=split))
         except Exception as error:  # offline, no hub access, missing package: all mean "use a file"
             raise RuntimeError(
                 f"could not load {HUB_DATASET[0]} ({HUB_DATASET[1]}, split {split}) from the hub: "
                 f"{type(error).__name__}: {error}. Save that split as JSONL (fields 'question', 'answer') "
                 "and pass its path: load_gsm8k(path='gsm8k_test.jsonl')."
             ) from error
-        prefix = split
+        numbered = [(row, dict(record)) for row, record in enumerate(hub_records, start=1)]
+        source, prefix = f"{HUB_DATASET[0]} ({split})", split
+        where = "row"
     examples = []
-    for index, record in enumerate(records):
-        missing = {"question", "answer"} - set(record)
-        if missing:
-            raise ValueError(
-                f"GSM8K record {index} lacks {sorted(missing)}; each needs 'question' and 'answer'"
-            )
+    for index, (number, record) in enumerate(numbered):
+        require_fields(source, number, record, ("question", "answer"), where=where)
+        try:
+            ground_truth = parse_ground_truth(record["answer"])
+        except ValueError as error:
+            raise InputFileError(
+                f"{source}, {where} {number}: {str(error).rstrip('.')}; fix or remove that record"
+            ) from None
         examples.append(
             GSM8KExample(
                 id=str(record.get("id", f"gsm8k/{prefix}/{index}")),
                 question=record["question"],
                 answer=record["answer"],
-                ground_truth=parse_ground_truth(record["answer"]),
+                ground_truth=ground_truth,
             )
         )
     return examples
 
 
 def parse_ground_truth(answer: str) -> str:
-    """The number after ``####`` in a GSM8K answer, commas removed (``"... #### 1,200"`` -> ``"1200"``)."""
-    if "####" not in answer:
-        raise ValueError(f"GSM8K answer has no '####' line: {answer[-80:]!r}")
-    return answer.rsplit("####", 1)[1].strip().replace(",", "")
+    """The number after ``####`` in a GSM8K answer, commas removed (``"... #### 1,200"`` -> ``"1200"``).
+
+    Raises:
+        ValueError: no ``####``, nothing after it, or what follows is not a number (``"#### Bob"``).
+    """
+    number = parse_gsm8k_answer(answer).number
+    if parse_number(number) is None:
+        raise ValueError(f"the reference after '####' is {number!r}, not a number")
+    return number
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,61 +267,6 @@ def accuracy_summary(correct: Sequence[bool]) -> dict[str, Any]:
     hits, total = sum(bool(value) for value in correct), len(correct)
     low, high = wilson_interval(hits, total)
     return {"accuracy": hits / total, "correct": hits, "total": total, "ci95": [low, high]}
-
-
-# ------------------------------------------------------------------------------------------------
-# runner
-# ------------------------------------------------------------------------------------------------
-def evaluate_gsm8k(
-    examples: Sequence[GSM8KExample],
-    generate: GenerateFn,
-    output_dir: str | os.PathLike,
-    *,
-    tokenizer: Any | None = None,
-    few_shot: bool = False,
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """Generate an answer for every example, score it, and write ``samples.jsonl`` + ``summary.json``.
-
-    ``generate`` receives the prompts (strings from the chat template when ``tokenizer`` is given,
-    chat messages when it is not, plain few-shot text when ``few_shot``) and returns only the
-    generated continuations. A rerun into the same ``output_dir`` skips finished examples.
-    """
-    output_dir = Path(output_dir)
-    if few_shot:
-        prompts: list[Any] = [build_gsm8k_few_shot_prompt(example.question) for example in examples]
-    else:
-        prompts = [build_gsm8k_prompt(example.question, tokenizer) for example in examples]
-
-    def score(indices: list[int], generations: list[Generation]) -> list[dict[str, Any]]:
-        rows = []
-        for index, generation in zip(indices, generations):
-            text = truncate_at_stop(generation.text) if few_shot else generation.text
-            predicted = extract_answer(text)
-            example = examples[index]
-            rows.append(
-                {
-                    "question": example.question,
-                    "ground_truth": example.ground_truth,
-                    "generation": generation.text,
-                    "predicted": predicted,
-                    "correct": is_correct(predicted, example.ground_truth),
-                    "num_tokens": generation.num_tokens,
-                }
-            )
-        return rows
-
-    with ResultsWriter(output_dir / "samples.jsonl") as writer:
-        rows = run_resumable(
-            [example.id for example in examples], prompts, generate, score, writer, batch_size
-        )
-    summary = accuracy_summary([row["correct"] for row in rows])
-    summary["no_answer"] = sum(row["predicted"] is None for row in rows)
-    lengths = [row["num_tokens"] for row in rows if row.get("num_tokens") is not None]
-    if lengths:
-        summary["generated_length"] = length_stats(lengths).to_dict()
-    write_summary(output_dir / "summary.json", summary)
-    return summary
 
 
 # ------------------------------------------------------------------------------------------------

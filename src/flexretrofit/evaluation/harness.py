@@ -11,8 +11,8 @@ One run of a benchmark over ``output_dir``:
 ``run_config.json`` pins what the rows depend on (model, sampler settings, prompts, seed); a rerun
 with other settings into the same folder is refused instead of mixing two runs' rows.
 
-A benchmark (:class:`GSM8KBenchmark`, :class:`InfillBenchmark`) owns its items, its prompts and how a
-generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
+A benchmark (:mod:`.benchmarks`: ``GSM8KBenchmark``, ``InfillBenchmark``) owns its items, its prompts and
+how a generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
 sampler's limit) get a row with ``skipped = "prompt_too_long"`` that counts as wrong.
 """
 
@@ -23,33 +23,14 @@ import logging
 import math
 import os
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase
-
-from flexretrofit.data.formats import gsm8k_target, parse_gsm8k_answer
-from flexretrofit.evaluation.generators import (
-    DEFAULT_INFILL_INSTRUCTION,
-    PromptIds,
-    gsm8k_prompt_ids,
-    infill_prompt_ids,
-)
-from flexretrofit.evaluation.gsm8k import (
-    GSM8KExample,
-    accuracy_summary,
-    extract_answer,
-    is_correct,
-    truncate_at_stop,
-)
-from flexretrofit.evaluation.humaneval_infill import InfillTask, score_completions, summarize_pass_at_k
+from flexretrofit.evaluation.benchmarks import Benchmark, EvalItem
 from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions, total_variation_distance
-from flexretrofit.evaluation.results import ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.results import ResultsFileError, ResultsWriter, read_results, write_summary
 from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
-from flexretrofit.evaluation.sandbox import SandboxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,200 +40,6 @@ PLOT_FILE = "lengths.png"
 RUN_CONFIG_FILE = "run_config.json"
 SHARD_DIR = "shards"
 SKIPPED_TOO_LONG = "prompt_too_long"
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One row to produce. ``index``: position in the benchmark's full item list (orders the merged
-    rows, picks the shard); ``reference_tokens``: length of the reference answer or middle."""
-
-    id: str
-    index: int
-    prompt: PromptIds
-    reference_tokens: int
-
-
-class Benchmark(ABC):
-    """Items to generate for, and how a generation is scored and summarised."""
-
-    name: str
-    items: list[EvalItem]
-
-    @abstractmethod
-    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
-        """One row per item (``id``, ``index`` and timing are added by the harness)."""
-
-    @abstractmethod
-    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
-        """The row of an item that could not be generated for (scored as wrong)."""
-
-    @abstractmethod
-    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Headline numbers over all rows."""
-
-
-# ------------------------------------------------------------------------------------------------
-# benchmarks
-# ------------------------------------------------------------------------------------------------
-class GSM8KBenchmark(Benchmark):
-    """GSM8K exact-match accuracy (method doc, section 8) on prompts in the training layout.
-
-    ``reference_tokens``: tokens of the trained target (rationale + ``</reasoning>`` + boxed answer).
-    """
-
-    name = "gsm8k"
-
-    def __init__(
-        self,
-        examples: Sequence[GSM8KExample],
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        prompt_style: str = "chat",
-        system_prompt: str | None = None,
-        seed: int = 0,
-    ):
-        self.examples = list(examples)
-        self.prompt_style = prompt_style
-        self.items = []
-        for index, example in enumerate(self.examples):
-            reference = parse_gsm8k_answer(example.answer)
-            target = gsm8k_target(reference.rationale, reference.number)
-            self.items.append(
-                EvalItem(
-                    id=example.id,
-                    index=index,
-                    prompt=PromptIds(
-                        tuple(gsm8k_prompt_ids(tokenizer, example.question, prompt_style, system_prompt)),
-                        seed=seed + index,
-                    ),
-                    reference_tokens=len(tokenizer(target, add_special_tokens=False)["input_ids"]),
-                )
-            )
-
-    def _row(self, item: EvalItem, generation: Generation) -> dict[str, Any]:
-        example = self.examples[item.index]
-        text = truncate_at_stop(generation.text) if self.prompt_style == "few_shot" else generation.text
-        predicted = extract_answer(text)
-        return {
-            "question": example.question,
-            "ground_truth": example.ground_truth,
-            "generation": generation.text,
-            "predicted": predicted,
-            "correct": is_correct(predicted, example.ground_truth),
-            "num_tokens": generation.num_tokens,
-        }
-
-    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
-        return [self._row(item, generation) for item, generation in zip(items, generations)]
-
-    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
-        row = self._row(item, Generation(""))
-        row.update(predicted=None, correct=False, skipped=reason)
-        return row
-
-    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        summary = accuracy_summary([row["correct"] for row in rows])
-        summary["no_answer"] = sum(row["predicted"] is None for row in rows)
-        return summary
-
-
-class InfillBenchmark(Benchmark):
-    """HumanEval infilling pass@k: each middle runs with its problem's tests in the sandbox.
-
-    ``reference_tokens``: tokens of the canonical middle. Each task gets ``num_samples`` rows
-    (``task_id#sample``), each with its own seed.
-    """
-
-    name = "humaneval_infill"
-
-    def __init__(
-        self,
-        tasks: Sequence[InfillTask],
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        num_samples: int = 1,
-        ks: Sequence[int] = (1,),
-        layout: str = "boundary",
-        instruction: str = DEFAULT_INFILL_INSTRUCTION,
-        use_chat_template: bool = False,
-        sandbox_config: SandboxConfig | None = None,
-        sandbox_workers: int = 2,
-        ensure_newline: bool = False,
-        seed: int = 0,
-    ):
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.tasks = list(tasks)
-        self.ks = tuple(ks)
-        self.sandbox_config = sandbox_config
-        self.sandbox_workers = sandbox_workers
-        self.ensure_newline = ensure_newline
-        self._task_of: list[InfillTask] = []  # by item index
-        self._sample_of: list[int] = []
-        self.items = []
-        for task in self.tasks:
-            prefix_ids, suffix_ids = infill_prompt_ids(
-                tokenizer,
-                task.prefix,
-                task.suffix,
-                instruction=instruction,
-                layout=layout,
-                use_chat_template=use_chat_template,
-            )
-            reference = len(tokenizer(task.canonical_middle, add_special_tokens=False)["input_ids"])
-            for sample in range(num_samples):
-                index = len(self.items)
-                self._task_of.append(task)
-                self._sample_of.append(sample)
-                self.items.append(
-                    EvalItem(
-                        id=f"{task.task_id}#{sample}",
-                        index=index,
-                        prompt=PromptIds(tuple(prefix_ids), tuple(suffix_ids), seed=seed + index),
-                        reference_tokens=reference,
-                    )
-                )
-
-    def score(self, items: list[EvalItem], generations: list[Generation]) -> list[dict[str, Any]]:
-        tasks = [self._task_of[item.index] for item in items]
-        results = score_completions(
-            tasks,
-            [g.text for g in generations],
-            self.sandbox_config,
-            self.sandbox_workers,
-            self.ensure_newline,
-        )
-        broken = next((result for result in results if result.status == "error"), None)
-        if broken is not None:
-            # The sandbox failed, not the model: stop before this batch is recorded as wrong answers.
-            raise RuntimeError(f"the sandbox could not run a program: {broken.stderr_tail.strip()[-500:]}")
-        return [
-            {
-                "task_id": task.task_id,
-                "sample": self._sample_of[item.index],
-                "completion": generation.text,
-                "num_tokens": generation.num_tokens,
-                "status": result.status,
-                "duration_s": round(result.duration_s, 4),
-                "stderr_tail": result.stderr_tail[-500:] if result.status != "passed" else "",
-            }
-            for item, task, generation, result in zip(items, tasks, generations, results)
-        ]
-
-    def skipped_row(self, item: EvalItem, reason: str) -> dict[str, Any]:
-        return {
-            "task_id": self._task_of[item.index].task_id,
-            "sample": self._sample_of[item.index],
-            "completion": "",
-            "num_tokens": None,
-            "status": "failed",
-            "duration_s": 0.0,
-            "stderr_tail": "",
-            "skipped": reason,
-        }
-
-    def metrics(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return summarize_pass_at_k(rows, self.ks)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -403,7 +190,7 @@ def _write_jsonl_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temp, "w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
+            handle.write(json.dumps(dict(row), ensure_ascii=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
@@ -468,27 +255,78 @@ class RunConfigMismatch(ValueError):
 
 
 def check_run_config(
-    output_dir: str | os.PathLike, fingerprint: Mapping[str, Any], *, write: bool = True
+    output_dir: str | os.PathLike,
+    fingerprint: Mapping[str, Any],
+    *,
+    write: bool = True,
+    only_given: bool = False,
 ) -> None:
     """Refuse to add rows to a folder whose rows came from other settings; record them on first use.
+
+    ``only_given``: compare only the settings in ``fingerprint`` (an early check, before everything the
+    full fingerprint holds is known; it never writes).
 
     Raises:
         RunConfigMismatch: naming the settings that differ (nested ones as ``sampler.steps``).
     """
     path = Path(output_dir) / RUN_CONFIG_FILE
-    current = json.loads(json.dumps(dict(fingerprint)))  # JSON-normalised: tuples -> lists
+    try:  # JSON-normalised (tuples -> lists); NaN would never compare equal, so no rerun could resume
+        current = json.loads(json.dumps(dict(fingerprint), allow_nan=False))
+    except ValueError as error:
+        raise ValueError(f"the run settings must be finite numbers to be recorded: {error}") from None
     if path.exists():
-        stored = _flatten(json.loads(path.read_text(encoding="utf-8")))
+        stored = _flatten(read_run_config(output_dir))
         flat = _flatten(current)
-        differ = sorted(key for key in set(stored) | set(flat) if stored.get(key) != flat.get(key))
+        keys = set(flat) if only_given else set(stored) | set(flat)
+        differ = sorted(key for key in keys if stored.get(key) != flat.get(key))
         if differ:
             details = "; ".join(f"{key}: {stored.get(key)!r} -> {flat.get(key)!r}" for key in differ)
             raise RunConfigMismatch(
                 f"{output_dir} holds results of a run with other settings ({details}). Its rows would mix "
                 "with this run's: pass another --output-dir, or delete that folder to start over."
             )
-    elif write:
+    elif write and not only_given:
         write_summary(path, current)
+
+
+def read_run_config(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The settings recorded in ``output_dir/run_config.json``.
+
+    Raises:
+        RunConfigMismatch: the file is not a JSON object (damaged: its rows cannot be trusted to match).
+    """
+    path = Path(output_dir) / RUN_CONFIG_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        stored = error
+    if not isinstance(stored, dict):
+        raise RunConfigMismatch(
+            f"{path} is damaged (not a JSON object), so the rows next to it cannot be matched to settings: "
+            "pass another --output-dir, or delete that folder to start over"
+        )
+    return stored
+
+
+def check_results_files(output_dir: str | os.PathLike) -> int:
+    """Read every results file of ``output_dir`` (merged rows and shards) and return how many rows they
+    hold; run before loading a model so that a damaged file fails at once, not after the first batch.
+
+    Raises:
+        ResultsFileError: a file damaged anywhere but its last line, or a row without an ``id``.
+        RunConfigMismatch: a damaged ``run_config.json``.
+    """
+    if (Path(output_dir) / RUN_CONFIG_FILE).exists():
+        read_run_config(output_dir)
+    count = 0
+    for path in _result_files(output_dir):
+        for number, row in enumerate(read_results(path), start=1):
+            if "id" not in row:
+                raise ResultsFileError(
+                    f"{path}: row {number} has no 'id' field; is this a results folder of this evaluation?"
+                )
+            count += 1
+    return count
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

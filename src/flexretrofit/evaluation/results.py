@@ -57,7 +57,8 @@ class ResultsWriter:
     def write(self, row: Mapping[str, Any]) -> None:
         if self.id_key not in row:
             raise ValueError(f"result row has no {self.id_key!r} field: {dict(row)!r}")
-        line = (json.dumps(dict(row), ensure_ascii=False) + "\n").encode("utf-8")
+        # ASCII escapes: a completion with lone surrogates (which UTF-8 cannot encode) is stored as it is.
+        line = (json.dumps(dict(row), ensure_ascii=True) + "\n").encode("utf-8")
         with self._lock:
             if self._file.closed:
                 raise ValueError(f"ResultsWriter for {self.path} is closed")
@@ -78,6 +79,10 @@ class ResultsWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class ResultsFileError(ValueError):
+    """A results file damaged somewhere other than its last line (finished work would be lost)."""
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -122,11 +127,15 @@ def _parse(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
         except ValueError as error:
+            # A JSONDecodeError's own "line 1" counts lines within the row: report the column only.
+            detail = (
+                f"{error.msg} (column {error.colno})" if isinstance(error, json.JSONDecodeError) else error
+            )
             if number == len(complete) and not partial:
-                logger.warning("%s: dropping damaged last line %d (%s)", path, number, error)
+                logger.warning("%s: dropping damaged last line %d (%s)", path, number, detail)
                 return rows, valid_end
-            raise ValueError(
-                f"{path}, line {number} is not a JSON object ({error}); only a damaged last line is "
+            raise ResultsFileError(
+                f"{path}, line {number} is not a JSON object ({detail}); only a damaged last line is "
                 "repaired automatically. Fix or delete that line, then rerun."
             ) from None
         rows.append(row)
@@ -148,7 +157,7 @@ def _load_and_repair(path: Path, id_key: str) -> list[dict[str, Any]]:
     seen: set = set()
     for number, row in enumerate(rows, start=1):
         if id_key not in row:
-            raise ValueError(
+            raise ResultsFileError(
                 f"{path}: row {number} has no {id_key!r} field; is this a results file of this writer?"
             )
         if row[id_key] in seen:

@@ -1,16 +1,21 @@
 """Model classes: the native LLaDA backbone, the FlexMDM retrofit, tokenizer loading and LoRA presets."""
 
+from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion, FlexMDMOutput
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, LLaDAOutput
+from flexretrofit.models.pretrained import load_pretrained
 from flexretrofit.models.tokenizer import load_tokenizer, prepare_tokenizer
 
 __all__ = [
+    "CheckpointError",
     "FlexMDMConfig",
     "FlexMDMForMaskedDiffusion",
     "FlexMDMOutput",
     "LLaDAConfig",
     "LLaDAModelLM",
     "LLaDAOutput",
+    "load_pretrained",
     "load_tokenizer",
     "prepare_tokenizer",
+    "read_model_type",
 ]

@@ -30,7 +30,12 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
+from flexretrofit.models.checkpoint import LLADA_ARCHITECTURE_FIELDS, CheckpointKind
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM
+from flexretrofit.models.pretrained import DiffusionModelMixin
+from flexretrofit.sampling.config import FlexGenerationConfig
+from flexretrofit.sampling.flex import generate_flex, infill
+from flexretrofit.sampling.sequences import GenerationOutput, TokenRows
 
 DEFAULT_INSERTION_SCHEDULE = {"name": "geometric", "min": 10.0, "max": 0.01}
 DEFAULT_UNMASK_SCHEDULE = {"name": "linear"}
@@ -236,15 +241,29 @@ class FlexMDMPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-class FlexMDMForMaskedDiffusion(FlexMDMPreTrainedModel):
+class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
     """A LLaDA backbone with time conditioning and an insertion head: predicts tokens at MASK positions
     and the number of missing tokens in every slot.
+
+    ``from_llada`` builds a fresh retrofit of a LLaDA checkpoint; ``from_pretrained`` loads a saved FlexMDM
+    (checked first, see :class:`~flexretrofit.models.pretrained.DiffusionModelMixin`).
 
     Example::
 
         model = FlexMDMForMaskedDiffusion.from_llada("GSAI-ML/LLaDA-8B-Base", dtype=torch.bfloat16)
         out = model(x_t, t, attention_mask)       # out.logits [B, L, V], out.expected_gaps [B, L+1]
+        generated = model.generate(prompt_ids, steps=128)   # generated.sequences: prompt + response
     """
+
+    generation_config_class = FlexGenerationConfig
+    architecture_name = "FlexMDM"
+    # The schedules and the modulation grouping change what the weights mean; none may fall back to a default.
+    checkpoint_kind = CheckpointKind(
+        "flexmdm",
+        "FlexMDMForMaskedDiffusion",
+        ("insertion_schedule", "unmask_schedule", "modulation_group_size"),
+        {"backbone_config": LLADA_ARCHITECTURE_FIELDS},
+    )
 
     def __init__(self, config: FlexMDMConfig, backbone: LLaDAModelLM | None = None):
         super().__init__(config)
@@ -312,16 +331,20 @@ class FlexMDMForMaskedDiffusion(FlexMDMPreTrainedModel):
         ext_ids = torch.cat([input_ids, input_ids.new_full((batch, 1), self.config.pad_token_id)], dim=1)
         ext_ids = ext_ids.scatter(1, lengths[:, None], self.config.end_slot_token_id)
         slot_valid = positions[None] <= lengths[:, None]  # [B, L+1]: slots 0..len_b
-        # Per-query mask [B, L+1, L+1]: every query sees the real tokens; only the slot position sees
-        # itself, so real tokens never attend to it and their logits depend on x_t alone.
+        # Every query sees the real tokens; the end slot (position len_b) is private: only its own query
+        # sees it, so real tokens never attend to it and their logits depend on x_t alone. As a dense
+        # per-query mask [B, L+1, L+1] this would cost SDPA its fast kernels; a key-padding mask plus
+        # one private query per row does not (no mask at all when no row is padded).
         key_is_token = torch.cat([attention_mask, attention_mask.new_zeros(batch, 1)], dim=1)
-        is_slot = positions[None] == lengths[:, None]
-        pair_mask = key_is_token[:, None, :] | (is_slot[:, :, None] & is_slot[:, None, :])
 
         temb = self.time_embedding(t)
         modulation = self.adaln(temb).to(self.backbone.dtype)  # [B, n_layers, 4, d]
         out = self.backbone(
-            ext_ids, attention_mask=pair_mask, block_modulation=modulation, compute_logits=False
+            ext_ids,
+            attention_mask=key_is_token,
+            block_modulation=modulation,
+            compute_logits=False,
+            private_positions=lengths,
         )
         hidden = out.last_hidden_state  # [B, L+1, d]
 
@@ -358,14 +381,37 @@ class FlexMDMForMaskedDiffusion(FlexMDMPreTrainedModel):
         model = cls(config, backbone=backbone)
         return model.to(backbone.dtype)
 
-    def generate_flex(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
-        """Flexible-length generation; see :func:`flexretrofit.sampling.generate_flex`."""
-        from flexretrofit.sampling import generate_flex
+    def generate(
+        self,
+        input_ids: TokenRows,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: FlexGenerationConfig | None = None,
+        **kwargs,
+    ) -> GenerationOutput:
+        """Flexible-length generation, :func:`flexretrofit.sampling.generate_flex` (= :meth:`generate_flex`).
 
+        input_ids ``[B, L]`` (or a list of id lists, or a tokenizer's ``BatchEncoding``); attention_mask
+        ``[B, L]``. Defaults come from ``self.generation_config`` (saved as generation_config.json);
+        ``**kwargs`` override its fields for this call. Infilling is :meth:`infill`.
+        """
         return generate_flex(self, input_ids, attention_mask, generation_config, **kwargs)
 
-    def infill(self, prefix_ids, suffix_ids, generation_config=None, **kwargs):
-        """Insert and unmask only between prefix and suffix; see :func:`flexretrofit.sampling.infill`."""
-        from flexretrofit.sampling import infill
+    def generate_flex(
+        self,
+        input_ids: TokenRows,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: FlexGenerationConfig | None = None,
+        **kwargs,
+    ) -> GenerationOutput:
+        """Flexible-length generation; see :func:`flexretrofit.sampling.generate_flex`."""
+        return generate_flex(self, input_ids, attention_mask, generation_config, **kwargs)
 
+    def infill(
+        self,
+        prefix_ids: TokenRows,
+        suffix_ids: TokenRows,
+        generation_config: FlexGenerationConfig | None = None,
+        **kwargs,
+    ) -> GenerationOutput:
+        """Insert and unmask only between prefix and suffix; see :func:`flexretrofit.sampling.infill`."""
         return infill(self, prefix_ids, suffix_ids, generation_config, **kwargs)

@@ -5,20 +5,20 @@ module tree below reproduces the published state-dict keys exactly
 (``model.transformer.wte.weight``, ``model.transformer.blocks.{i}.q_proj.weight``, ...,
 ``model.transformer.ff_out.weight``), so published checkpoints load with no renaming.
 
-Additions over the published model, both off by default so the model *is* LLaDA:
+Additions over the published model, all off by default so the model *is* LLaDA:
 - an optional boolean key-padding mask (``attention_mask``), so padded batches equal rows run alone;
 - an optional per-block AdaLN modulation (``block_modulation``) applied to the outputs of
   ``attn_norm`` and ``ff_norm``, passed as an argument (no forward hooks) so it survives activation
-  checkpointing. FlexMDM uses it for time conditioning.
+  checkpointing. FlexMDM uses it for time conditioning;
+- optional private positions (``private_positions``, one per row) whose key only their own query sees:
+  FlexMDM's appended slot, computed as a separate one-query attention so the other queries keep a
+  key-padding mask (or none) instead of a dense per-query mask.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,17 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+
+from flexretrofit.models.checkpoint import (  # noqa: F401  (check_checkpoint_folder: public here too)
+    LLADA_ARCHITECTURE_FIELDS,
+    CheckpointKind,
+    check_checkpoint_folder,
+    raise_on_key_mismatch,
+)
+from flexretrofit.models.pretrained import DiffusionModelMixin
+from flexretrofit.sampling.config import MDMGenerationConfig
+from flexretrofit.sampling.mdm import generate_mdm
+from flexretrofit.sampling.sequences import GenerationOutput, TokenRows
 
 SUPPORTED_BLOCK_TYPES = ("llama",)
 SUPPORTED_ACTIVATIONS = ("silu",)
@@ -158,11 +169,17 @@ class LLaDARMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x ``[B, L, d]``; optional AdaLN ``scale`` / ``shift`` ``[B, 1, d]``: ``norm(x) * (1 + scale) + shift``."""
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        if scale is None:
+            return self.weight * x.to(dtype)
+        # The modulation folded into the weight ([B, 1, d]): one pass over [B, L, d] instead of three.
+        return torch.addcmul(shift, x.to(dtype), self.weight * (1 + scale))
 
 
 def rotary_cos_sin(
@@ -210,6 +227,58 @@ def eager_attention(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+@dataclass(frozen=True)
+class AttentionPattern:
+    """Which keys each query attends to, in the form the attention kernels run fastest.
+
+    Built by :func:`attention_pattern`. ``mask``: boolean ``[B, 1, 1|L, L]`` for every query, or None (all
+    keys: SDPA's unmasked fast path). ``private``: ``[B]`` one private position per row, or None; no other
+    query sees its key, and its own query sees ``private_mask`` ``[B, 1, 1, L]`` (the row's keys and itself).
+    ``private_is_last``: every private position is the last one and no other key is masked, so the other
+    queries run on the first ``L - 1`` positions with no mask and the private query alone on all ``L``.
+    """
+
+    mask: torch.Tensor | None = None
+    private: torch.Tensor | None = None
+    private_mask: torch.Tensor | None = None
+    private_is_last: bool = False
+
+
+def attention_pattern(
+    attention_mask: torch.Tensor | None, private_positions: torch.Tensor | None, length: int
+) -> AttentionPattern:
+    """The cheapest :class:`AttentionPattern` equal to the dense per-query mask the arguments describe.
+
+    attention_mask: ``[B, L]`` key padding (True = real), ``[B, L, L]`` per query, or None (all real);
+    private_positions: ``[B]`` (with a key-padding mask or None only). The dense equivalent is
+    ``keys[b, k] & (k != p_b) | (q == k == p_b)``. One host sync decides the fast paths.
+    """
+    if attention_mask is not None and attention_mask.dim() == 3:
+        if private_positions is not None:
+            raise ValueError(
+                "private_positions needs a [B, L] key-padding attention_mask (or None), not [B, L, L]"
+            )
+        return AttentionPattern(mask=attention_mask.bool()[:, None])
+    keys = None if attention_mask is None else attention_mask.bool()
+    if private_positions is None:
+        if keys is None or bool(keys.all()):
+            return AttentionPattern()
+        return AttentionPattern(mask=keys[:, None, None, :])
+    private = private_positions.long()
+    is_private = torch.arange(length, device=private.device)[None] == private[:, None]  # [B, L]
+    others = ~is_private if keys is None else keys & ~is_private
+    out_of_range, last, unpadded = torch.stack(
+        [((private < 0) | (private >= length)).any(), (private == length - 1).all(), others[:, :-1].all()]
+    ).tolist()
+    if out_of_range:
+        raise ValueError(f"private_positions must lie in [0, {length}), got {private.tolist()}")
+    if last and unpadded:
+        return AttentionPattern(private=private, private_is_last=True)
+    return AttentionPattern(
+        mask=others[:, None, None, :], private=private, private_mask=(others | is_private)[:, None, None, :]
+    )
+
+
 class LLaDABlock(GradientCheckpointingLayer):
     """One pre-norm LLaDA block; attribute names match the published keys (``blocks.{i}.q_proj`` ...)."""
 
@@ -238,40 +307,58 @@ class LLaDABlock(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | None = None,
+        attention: AttentionPattern | torch.Tensor | None = None,
         modulation: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """hidden_states ``[B, L, d]``; attention_mask boolean ``[B, 1, 1|L, L]``;
+        """hidden_states ``[B, L, d]``; attention an :class:`AttentionPattern` or a boolean mask ``[B, 1, 1|L, L]``;
         modulation ``[B, 4, d]`` = (attn scale, attn shift, ff scale, ff shift). Returns ``[B, L, d]``."""
         batch, length, _ = hidden_states.shape
-        h = self.attn_norm(hidden_states)
-        if modulation is not None:
-            h = h * (1 + modulation[:, 0, None]) + modulation[:, 1, None]
+        attn_mod = (None, None) if modulation is None else (modulation[:, 0, None], modulation[:, 1, None])
+        h = self.attn_norm(hidden_states, *attn_mod)
         q = self.q_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(batch, length, -1, self.head_dim).transpose(1, 2)
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+        if not isinstance(attention, AttentionPattern):
+            attention = AttentionPattern(mask=attention)
+        attn = self._attend(q, k, v, attention)
+        hidden_states = hidden_states + self.residual_dropout(self.attn_out(attn.reshape(batch, length, -1)))
+
+        ff_mod = (None, None) if modulation is None else (modulation[:, 2, None], modulation[:, 3, None])
+        h = self.ff_norm(hidden_states, *ff_mod)
+        mlp = self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+        return hidden_states + self.residual_dropout(mlp)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: AttentionPattern
+    ) -> torch.Tensor:
+        """q ``[B, H, L, hd]``, k/v ``[B, Hkv, L, hd]`` -> ``[B, L, H, hd]`` under ``pattern``.
+
+        A private position costs one extra one-query call; every other query keeps the kernel a key-padding
+        mask (or no mask) allows, instead of the slower path a dense per-query mask forces.
+        """
+        function: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention
         )
-        attn, _ = attention(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
+        options = dict(
             dropout=self.config.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
             is_causal=False,
         )
-        hidden_states = hidden_states + self.residual_dropout(self.attn_out(attn.reshape(batch, length, -1)))
-
-        h = self.ff_norm(hidden_states)
-        if modulation is not None:
-            h = h * (1 + modulation[:, 2, None]) + modulation[:, 3, None]
-        mlp = self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
-        return hidden_states + self.residual_dropout(mlp)
+        if pattern.private is None:
+            return function(self, q, k, v, pattern.mask, **options)[0]
+        if pattern.private_is_last:
+            n = q.shape[2] - 1
+            others = function(self, q[:, :, :n], k[:, :, :n], v[:, :, :n], None, **options)[0]
+            private = function(self, q[:, :, n:], k, v, None, **options)[0]
+            return torch.cat([others, private], dim=1)
+        out = function(self, q, k, v, pattern.mask, **options)[0]  # private rows are replaced below
+        batch, heads, _, head_dim = q.shape
+        index = pattern.private.view(batch, 1, 1, 1)
+        private_q = q.gather(2, index.expand(batch, heads, 1, head_dim))
+        private = function(self, private_q, k, v, pattern.private_mask, **options)[0]  # [B, 1, H, hd]
+        return out.scatter(1, index.expand(batch, 1, heads, head_dim), private)
 
 
 class LLaDAModel(nn.Module):
@@ -300,10 +387,12 @@ class LLaDAModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         block_modulation: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        private_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids ``[B, L]``; attention_mask ``[B, L]`` (1/True = real token) or a per-query boolean
-        ``[B, L, L]``; block_modulation
-        ``[B, n_layers, 4, d]``. Returns the final normed hidden state ``[B, L, d]``."""
+        ``[B, L, L]``; block_modulation ``[B, n_layers, 4, d]``; private_positions ``[B]``: one position per
+        row whose key only its own query sees (see :func:`attention_pattern`).
+        Returns the final normed hidden state ``[B, L, d]``."""
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
         x = self.embedding_dropout(x)
         length = x.shape[1]
@@ -313,23 +402,26 @@ class LLaDAModel(nn.Module):
                 "shorten the input or raise the limit in the config."
             )
         rotary = rotary_cos_sin(length, self.config.head_dim, self.config.rope_theta, x.device)
-        mask = None
         if attention_mask is not None:
             if attention_mask.shape[:2] != x.shape[:2] or attention_mask.dim() not in (2, 3):
                 raise ValueError(
                     f"attention_mask must be [B, L] (key padding) or [B, L, L] (per query) for input "
                     f"{tuple(x.shape[:2])}, got {tuple(attention_mask.shape)}"
                 )
-            # Boolean mask, True = attend; never additive -inf (fully masked rows would turn NaN).
-            mask = attention_mask.bool()
-            mask = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+        if private_positions is not None and private_positions.shape != x.shape[:1]:
+            raise ValueError(
+                f"private_positions must be [B]=({x.shape[0]},), got {tuple(private_positions.shape)}"
+            )
+        # Boolean masks, True = attend; never additive -inf (fully masked rows would turn NaN). No mask
+        # at all when nothing is masked, so SDPA keeps its fastest kernel.
+        pattern = attention_pattern(attention_mask, private_positions, length)
         if block_modulation is not None and block_modulation.shape[1] != self.config.n_layers:
             raise ValueError(
                 f"block_modulation has {block_modulation.shape[1]} layers, the model has {self.config.n_layers}"
             )
         for i, block in enumerate(self.transformer.blocks):
             modulation = None if block_modulation is None else block_modulation[:, i]
-            x = block(x, rotary, mask, modulation)
+            x = block(x, rotary, pattern, modulation)
         return self.transformer.ln_f(x)
 
 
@@ -343,14 +435,23 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
 
-class LLaDAModelLM(LLaDAPreTrainedModel):
+class LLaDAModelLM(DiffusionModelMixin, LLaDAPreTrainedModel):
     """LLaDA masked-diffusion language model (published class name, native implementation).
+
+    ``from_pretrained`` accepts a hub id or a local folder with ``config.json`` and ``model.safetensors``
+    (or shards plus ``model.safetensors.index.json``), checks it before loading and raises if any key is
+    missing or unexpected (see :class:`~flexretrofit.models.pretrained.DiffusionModelMixin`).
 
     Example::
 
         model = LLaDAModelLM.from_pretrained("GSAI-ML/LLaDA-8B-Base", dtype=torch.bfloat16)
         logits = model(input_ids).logits              # [B, L, V]
+        out = model.generate(input_ids, gen_length=64, steps=64)   # out.sequences: prompt + response
     """
+
+    generation_config_class = MDMGenerationConfig
+    architecture_name = "LLaDA"
+    checkpoint_kind = CheckpointKind("llada", "LLaDAModelLM", LLADA_ARCHITECTURE_FIELDS)
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -377,17 +478,19 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
         logits_positions: torch.Tensor | None = None,
+        private_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> LLaDAOutput:
         """input_ids ``[B, L]``; attention_mask ``[B, L]`` key-padding mask (None = all real, as published);
         block_modulation ``[B, n_layers, 4, d]`` (None = plain LLaDA); logits_positions ``[B, L]`` bool:
-        project to the vocabulary only there (logits ``[N, V]`` in row-major order, as ``x[mask]``).
+        project to the vocabulary only there (logits ``[N, V]`` in row-major order, as ``x[mask]``);
+        private_positions ``[B]``: see :func:`attention_pattern` (None = none, as published).
 
         Returns :class:`LLaDAOutput` with logits ``[B, L, V]`` (or ``[N, V]``) and last_hidden_state ``[B, L, d]``.
         """
         if input_ids is None and inputs_embeds is None:
             raise ValueError("pass input_ids [B, L] (or inputs_embeds [B, L, d])")
-        hidden = self.model(input_ids, attention_mask, block_modulation, inputs_embeds)
+        hidden = self.model(input_ids, attention_mask, block_modulation, inputs_embeds, private_positions)
         logits = None
         if logits_positions is not None:
             logits = self.get_output_embeddings()(hidden[logits_positions.bool()])
@@ -395,62 +498,17 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             logits = self.get_output_embeddings()(hidden)
         return LLaDAOutput(logits=logits, last_hidden_state=hidden)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
-        """Load published or saved LLaDA weights; raises if any key is missing or unexpected.
+    def generate(
+        self,
+        input_ids: TokenRows,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: MDMGenerationConfig | None = None,
+        **kwargs,
+    ) -> GenerationOutput:
+        """Fixed-length generation with LLaDA's sampler, :func:`flexretrofit.sampling.generate_mdm`.
 
-        Accepts a hub id or a local folder with ``config.json`` and ``model.safetensors`` (or shards plus
-        ``model.safetensors.index.json``). Remote code in ``auto_map`` is never executed.
+        input_ids ``[B, L]`` (or a list of id lists, or a tokenizer's ``BatchEncoding``); attention_mask
+        ``[B, L]``. Defaults come from ``self.generation_config`` (saved as generation_config.json);
+        ``**kwargs`` override its fields for this call. Infilling: :func:`flexretrofit.sampling.infill_mdm`.
         """
-        check_checkpoint_folder(pretrained_model_name_or_path)
-        return_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("trust_remote_code", False)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
-        raise_on_key_mismatch(pretrained_model_name_or_path, info)
-        return (model, info) if return_info else model
-
-
-def check_checkpoint_folder(path: str | os.PathLike) -> None:
-    """Fail early, naming the file, when a local checkpoint folder is incomplete. Hub ids pass through."""
-    folder = Path(path)
-    if not folder.is_dir():
-        if folder.exists() or str(path).startswith((".", "/")):
-            raise FileNotFoundError(
-                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
-            )
-        return
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
-        )
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        missing = [s for s in shards if not (folder / s).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"checkpoint folder {folder} is missing shard(s) {missing} listed in model.safetensors.index.json; "
-                "re-download or copy the complete folder"
-            )
-    elif not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"checkpoint folder {folder} has no model.safetensors.index.json and no model.safetensors; "
-            "pass the folder that holds config.json and the safetensors weights (pickled .bin is not loaded)"
-        )
-
-
-def raise_on_key_mismatch(source: str | os.PathLike, info: dict) -> None:
-    """Raise naming the offending keys when a load left keys missing or unexpected."""
-    problems = []
-    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        keys = sorted(str(k) for k in (info.get(kind) or []))
-        if keys:
-            shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
-            problems.append(f"{kind.replace('_', ' ')}: {shown}")
-    if problems:
-        raise ValueError(
-            f"checkpoint {source} does not match the LLaDA architecture of its config.json: "
-            + "; ".join(problems)
-        )
+        return generate_mdm(self, input_ids, attention_mask, generation_config, **kwargs)

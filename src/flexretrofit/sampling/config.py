@@ -1,17 +1,22 @@
 """Generation configs of the two samplers, as :class:`transformers.GenerationConfig` subclasses.
 
-Both save and load like any generation config (``save_pretrained`` / ``from_pretrained``). Keyword
-arguments given to a sampler override the config's fields for that call only (see
-:func:`resolve_generation_config`); an unknown keyword is an error, not a silently stored attribute.
+Both save and load like any generation config (``save_pretrained`` / ``from_pretrained``); a model keeps
+its own as ``model.generation_config`` (saved as ``generation_config.json`` beside config.json), and it
+is the default of every sampler call. Keyword arguments given to a sampler override the config's fields
+for that call only (see :func:`resolve_generation_config`); an unknown keyword is an error, not a
+silently stored attribute.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from transformers import GenerationConfig
+from transformers.utils import GENERATION_CONFIG_NAME
 
 CONFIDENCE_METHODS = ("top_prob", "prob_diff", "entropy", "position")
 COUNT_DISTRIBUTIONS = ("poisson", "binomial")
@@ -37,6 +42,25 @@ class _SamplerConfig(GenerationConfig):
 
     # The fields a sampler reads; only these may be overridden by keyword arguments.
     sampler_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_model_config(cls, model_config: Any) -> _SamplerConfig:
+        """The defaults: sampler settings never come from the model config (whose ``max_length`` is the
+        model's cap and whose ``eos_token_id`` is the model's own, both read by the samplers directly).
+
+        transformers calls this to build ``model.generation_config`` when a model is created.
+        """
+        config = cls()
+        config._original_object_hash = hash(config)
+        return config
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        # Write every sampler field, not only those that differ from transformers' GenerationConfig():
+        # a saved file then keeps its meaning whatever the defaults of this class become.
+        diff = super().to_diff_dict()
+        values = self.to_dict()
+        diff.update({name: values[name] for name in self.sampler_fields})
+        return diff
 
     def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
         # Temperature 0 means argmax here, not a sampling flag set without do_sample: mark do_sample as
@@ -247,16 +271,48 @@ class MDMGenerationConfig(_SamplerConfig):
         _check_token_list("eos_token_id", [eos] if isinstance(eos, int) else eos)
 
 
+# transformers' generate() arguments with another name (or no counterpart) here: the hint to give.
+_TRANSFORMERS_ARGUMENTS = {
+    "max_new_tokens": {
+        "FlexGenerationConfig": "a FlexMDM chooses the response length; cap the total with max_length",
+        "MDMGenerationConfig": "the response length is gen_length",
+    },
+    "do_sample": "temperature > 0 samples, temperature = 0 takes the argmax",
+}
+
+
+def _unknown_options_message(unknown: list[str], config_class: type[_SamplerConfig]) -> str:
+    hints = []
+    for name in unknown:
+        hint = _TRANSFORMERS_ARGUMENTS.get(name)
+        if isinstance(hint, dict):
+            hint = hint.get(config_class.__name__)
+        if hint:
+            hints.append(f"{name}: {hint}")
+    return (
+        f"unknown generation option(s) {unknown} for {config_class.__name__}; "
+        + (f"{'; '.join(hints)}; " if hints else "")
+        + f"it accepts {', '.join(config_class.sampler_fields)}."
+    )
+
+
 def resolve_generation_config(
-    generation_config: GenerationConfig | None, config_class: type[_SamplerConfig], overrides: dict[str, Any]
+    generation_config: GenerationConfig | None,
+    config_class: type[_SamplerConfig],
+    overrides: dict[str, Any],
+    model: Any = None,
 ) -> _SamplerConfig:
-    """A validated copy of ``generation_config`` (default: ``config_class()``) with ``overrides`` applied.
+    """A validated copy of ``generation_config`` with ``overrides`` applied.
+
+    Without ``generation_config`` the base is ``model.generation_config`` when it is a ``config_class``
+    (the config saved with the model), else ``config_class()``.
 
     Raises:
         ValueError: on a config of another class, an unknown override, or an invalid value.
     """
     if generation_config is None:
-        config = config_class()
+        saved = getattr(model, "generation_config", None)
+        config = copy.deepcopy(saved) if isinstance(saved, config_class) else config_class()
     elif isinstance(generation_config, config_class):
         config = copy.deepcopy(generation_config)
     else:
@@ -266,12 +322,40 @@ def resolve_generation_config(
         )
     unknown = sorted(set(overrides) - set(config_class.sampler_fields))
     if unknown:
-        raise ValueError(
-            f"unknown generation option(s) {unknown} for {config_class.__name__}; "
-            f"it accepts {', '.join(config_class.sampler_fields)}."
-        )
+        raise ValueError(_unknown_options_message(unknown, config_class))
     overrides = dict(overrides)
     if torch.is_tensor(overrides.get("row_seeds")):
         overrides["row_seeds"] = [int(s) for s in overrides["row_seeds"].tolist()]
     config.update(**overrides)
+    return config
+
+
+def load_generation_config(
+    path: str | os.PathLike, config_class: type[_SamplerConfig], **download_kwargs
+) -> _SamplerConfig:
+    """``generation_config.json`` of a checkpoint (local folder or hub id) as ``config_class``.
+
+    A checkpoint without one gets the defaults (published LLaDA folders carry a transformers one with
+    only token ids; those load too).
+
+    Raises:
+        ValueError: naming the file, when a local generation_config.json is unreadable or invalid.
+    """
+    folder = Path(path) / (download_kwargs.get("subfolder") or "")
+    if not folder.is_dir():
+        try:
+            return config_class.from_pretrained(str(path), **download_kwargs)
+        except OSError:  # the hub repo has no generation_config.json
+            return config_class.from_model_config(None)
+    file = folder / GENERATION_CONFIG_NAME
+    if not file.is_file():
+        return config_class.from_model_config(None)
+    try:
+        config = config_class.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{file} is not a valid {config_class.__name__} ({reason}); fix the file, or delete it to "
+            "sample with the defaults"
+        ) from None
     return config

@@ -74,20 +74,24 @@ def generate_flex(
         input_ids: prompts: ``[B, L]`` tensor (padding marked by ``attention_mask``, either side), or a
             list of id lists/tensors of different lengths.
         attention_mask: ``[B, L]``, 1 at real prompt tokens; None = all real.
-        generation_config: a :class:`FlexGenerationConfig`; None = its defaults.
+        generation_config: a :class:`FlexGenerationConfig`; None = ``model.generation_config`` (the one saved
+            with the model), or the defaults.
         **kwargs: override config fields for this call (``steps=64``, ``temperature=0.7``, ...), plus
             ``generator``: a ``torch.Generator`` from which the base seed is drawn instead of ``config.seed``.
 
     Returns:
-        :class:`GenerationOutput`: ``sequences [B, L']`` = prompt + response, ``lengths``, ``prompt_lengths``,
-        and the ``trace`` when ``return_trace`` is set.
+        :class:`GenerationOutput`: ``sequences [B, L']`` = prompt + response, ``lengths`` (prompt + response:
+        the response length the model chose is ``lengths - prompt_lengths``), ``prompt_lengths``, and the
+        ``trace`` when ``return_trace`` is set.
 
     Raises:
+        TypeError: on a model without an insertion head (a LLaDA: use ``generate_mdm``), or text prompts.
         ValueError: on an empty prompt, a prompt longer than the cap, a prompt holding the MASK id, or an
             invalid config.
     """
+    require_flexmdm(model, "generate_flex", "generate_mdm")
     generator = kwargs.pop("generator", None)
-    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs)
+    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs, model)
     prompts = as_token_rows(input_ids, attention_mask)
     for b, prompt in enumerate(prompts):
         if len(prompt) == 0:
@@ -118,8 +122,9 @@ def infill(
     Returns:
         :class:`GenerationOutput` with ``sequences`` = prefix + middle + suffix and ``middles`` (token ids).
     """
+    require_flexmdm(model, "infill", "infill_mdm")
     generator = kwargs.pop("generator", None)
-    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs)
+    config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs, model)
     prefixes = as_token_rows(prefix_ids, name="prefix_ids")
     suffixes = as_token_rows(suffix_ids, name="suffix_ids")
     if len(prefixes) != len(suffixes):
@@ -132,6 +137,17 @@ def infill(
     output = _sample(model, prefixes, suffixes, config, generator)
     output.middles = output.generated_ids()
     return output
+
+
+def require_flexmdm(model: nn.Module, sampler: str, fixed_length_sampler: str) -> None:
+    """Raise a TypeError naming the fixed-length sampler when ``model`` has no insertion head or schedules."""
+    if hasattr(model, "insertion_schedule") and hasattr(model, "unmask_schedule"):
+        return
+    raise TypeError(
+        f"{sampler} needs a FlexMDM (a model with an insertion head), got {type(model).__name__}; sample a "
+        f"fixed-length LLaDA model with flexretrofit.sampling.{fixed_length_sampler} (or model.generate), or "
+        "retrofit it first with FlexMDMForMaskedDiffusion.from_llada(model)"
+    )
 
 
 @dataclass

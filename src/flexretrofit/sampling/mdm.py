@@ -55,7 +55,8 @@ def generate_mdm(
         input_ids: prompts: ``[B, L]`` tensor (padding marked by ``attention_mask``, either side) or a list
             of id lists/tensors.
         attention_mask: ``[B, L]``, 1 at real prompt tokens; None = all real.
-        generation_config: a :class:`MDMGenerationConfig`; None = its defaults.
+        generation_config: a :class:`MDMGenerationConfig`; None = ``model.generation_config`` when it is one
+            (a LLaDA model's saved config), else the defaults.
         **kwargs: override config fields for this call, plus ``generator``: the ``torch.Generator`` for
             Gumbel noise and random remasking (default: one seeded with ``config.seed``).
 
@@ -64,7 +65,7 @@ def generate_mdm(
         when EOS is not suppressed).
     """
     generator = kwargs.pop("generator", None)
-    config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs)
+    config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs, model)
     prompts = as_token_rows(input_ids, attention_mask)
     for b, prompt in enumerate(prompts):
         if len(prompt) == 0:
@@ -87,7 +88,7 @@ def infill_mdm(
     middle may come out shorter than ``gen_length``. Returns :class:`GenerationOutput` with ``middles``.
     """
     generator = kwargs.pop("generator", None)
-    config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs)
+    config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs, model)
     prefixes = as_token_rows(prefix_ids, name="prefix_ids")
     suffixes = as_token_rows(suffix_ids, name="suffix_ids")
     if len(prefixes) != len(suffixes):

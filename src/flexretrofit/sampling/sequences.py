@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-TokenRows = Tensor | Sequence[Sequence[int] | Tensor] | Sequence[int]
+TokenRows = Tensor | Sequence[Sequence[int] | Tensor] | Sequence[int] | Mapping[str, Any]
 
 
 @dataclass
@@ -39,7 +40,8 @@ class GenerationOutput:
 
     sequences: ``[B, L]`` prompt + response (prefix + middle + suffix when infilling), no MASK, right-padded
         with the PAD id (L = the longest row).
-    lengths: ``[B]`` real tokens per row.
+    lengths: ``[B]`` real tokens per row: prompt + response (prefix + middle + suffix when infilling); the
+        generated length is ``lengths - prompt_lengths - suffix_lengths`` (each ``generated_ids()`` row).
     prompt_lengths: ``[B]`` prompt (or prefix) tokens at the start of each row.
     suffix_lengths: ``[B]`` suffix tokens at the end of each row (0 unless infilling).
     trace: every step's state when asked for (``return_trace=True``), else None.
@@ -66,8 +68,15 @@ def as_token_rows(
     """Split a batch into one 1-D id tensor per row.
 
     ``input_ids`` is a ``[B, L]`` tensor (with an optional ``[B, L]`` attention mask whose zeros mark padding,
-    on either side), a ``[L]`` tensor or list of ints (one row), or a list of rows (lists or tensors).
+    on either side), a ``[L]`` tensor or list of ints (one row), a list of rows (lists or tensors), or a
+    tokenizer's output (``BatchEncoding`` or any mapping with ``input_ids`` and optionally ``attention_mask``).
+
+    Raises:
+        TypeError: on text (tokenise it first: see ``_reject_text``) or a mapping without ``input_ids``.
     """
+    if isinstance(input_ids, Mapping):
+        input_ids, attention_mask = _from_encoding(input_ids, attention_mask, name)
+    _reject_text(input_ids, name)
     if torch.is_tensor(input_ids):
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
@@ -89,6 +98,37 @@ def as_token_rows(
     if all(isinstance(v, int) for v in rows) and rows:
         rows = [rows]
     return [torch.as_tensor(row, dtype=torch.long).reshape(-1) for row in rows]
+
+
+def _from_encoding(encoding: Mapping, attention_mask: Tensor | None, name: str) -> tuple[Any, Tensor | None]:
+    """``input_ids`` and ``attention_mask`` of a tokenizer's output; list rows come back without padding."""
+    if "input_ids" not in encoding:
+        raise TypeError(
+            f"{name} is a mapping without 'input_ids' (keys: {sorted(map(str, encoding))}); pass the "
+            "tokenizer's output or the ids themselves"
+        )
+    if attention_mask is not None:
+        raise ValueError(f"{name} already carries its attention_mask; do not pass attention_mask as well.")
+    ids, mask = encoding["input_ids"], encoding.get("attention_mask")
+    if mask is None or torch.is_tensor(ids):
+        return ids, (None if mask is None else torch.as_tensor(mask))
+    if ids and isinstance(ids[0], int):  # one unbatched row
+        ids, mask = [ids], [mask]
+    return [[token for token, keep in zip(row, keeps) if keep] for row, keeps in zip(ids, mask)], None
+
+
+def _reject_text(input_ids: Any, name: str) -> None:
+    # Text is not tokenised here: how to encode a prompt (special tokens, chat template) is the caller's
+    # choice and changes the result, so it stays explicit, as in transformers' generate(); the text helpers
+    # make that choice visible in their arguments.
+    is_text = isinstance(input_ids, str) or (
+        isinstance(input_ids, Sequence) and any(isinstance(row, str) for row in input_ids)
+    )
+    if is_text:
+        raise TypeError(
+            f"{name} holds text; tokenize it first (tokenizer(texts)['input_ids']), or pass text to "
+            "flexretrofit.sampling.generate_text / infill_text with the tokenizer"
+        )
 
 
 def pad_rows(

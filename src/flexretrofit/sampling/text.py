@@ -1,7 +1,8 @@
 """Text in, text out: tokenise prompts, run a sampler, decode only what was generated.
 
-The sampler follows the config: a :class:`MDMGenerationConfig` runs the fixed-length baseline, anything
-else (a :class:`FlexGenerationConfig` or None) the flexible-length sampler.
+The sampler follows the config: a :class:`MDMGenerationConfig` runs the fixed-length baseline, a
+:class:`FlexGenerationConfig` the flexible-length sampler; without one, the model's own
+``generation_config`` decides (a LLaDA model has an MDM one, a FlexMDM a flexible one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def _encode(
     return [tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"] for text in texts]
 
 
+def _uses_mdm(model: nn.Module, generation_config) -> bool:
+    config = generation_config if generation_config is not None else getattr(model, "generation_config", None)
+    return isinstance(config, MDMGenerationConfig)
+
+
 def generate_text(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -42,7 +48,7 @@ def generate_text(
         skip_special_tokens: drop special tokens when decoding.
     """
     ids = _encode(tokenizer, prompts, add_special_tokens)
-    sampler = generate_mdm if isinstance(generation_config, MDMGenerationConfig) else generate_flex
+    sampler = generate_mdm if _uses_mdm(model, generation_config) else generate_flex
     output = sampler(model, ids, None, generation_config, **kwargs)
     return tokenizer.batch_decode(output.generated_ids(), skip_special_tokens=skip_special_tokens)
 
@@ -63,6 +69,6 @@ def infill_text(
     """
     prefix_ids = _encode(tokenizer, prefixes, add_special_tokens)
     suffix_ids = _encode(tokenizer, suffixes, False)
-    sampler = infill_mdm if isinstance(generation_config, MDMGenerationConfig) else infill
+    sampler = infill_mdm if _uses_mdm(model, generation_config) else infill
     output = sampler(model, prefix_ids, suffix_ids, generation_config, **kwargs)
     return tokenizer.batch_decode(output.middles, skip_special_tokens=skip_special_tokens)

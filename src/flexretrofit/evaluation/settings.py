@@ -1,0 +1,310 @@
+"""Settings of an evaluation run: flags and YAML layered over defaults and presets, then checked.
+
+Priority, lowest first: the built-in defaults (:mod:`.options`), a named ``--preset``, a YAML
+``--config`` file (flat ``option_name: value`` pairs, the flag names with ``_`` or ``-``) and the flags.
+Every value is checked here, before a tokenizer, a data set or a model is loaded: its type, that a
+number is finite and in range, and the settings that depend on each other (``k <= num_samples``,
+``shard_index < num_shards``). A mistake raises :class:`EvalConfigError` with one line that names the
+flag or the file and line it came from and says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from transformers import PreTrainedTokenizerBase
+
+from flexretrofit.evaluation.generators import (
+    SAMPLERS,
+    boundary_token_ids,
+    build_generation_config,
+    tokens_to_ids,
+)
+from flexretrofit.evaluation.options import (
+    BENCHMARKS,
+    DEFAULT_SAMPLER_SETTINGS,
+    GSM8K,
+    INFILL,
+    OPTIONS,
+    PRESETS,
+    SAMPLER_SCOPES,
+    Option,
+    int_or_none,
+    options_for,
+)
+
+
+class EvalConfigError(ValueError):
+    """A setting, file or model the evaluation cannot run with; the message says what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are :class:`EvalConfigError` (one line, no usage block)."""
+
+    def error(self, message: str):
+        raise EvalConfigError(f"{message}; see --help")
+
+
+def build_parser(benchmark: str) -> argparse.ArgumentParser:
+    """The parser of one benchmark's entry point; every flag defaults to "not given" (layered later)."""
+    title = "GSM8K accuracy" if benchmark == GSM8K else "HumanEval infilling pass@k"
+    parser = _Parser(
+        description=f"{title} of a FlexMDM (flexible-length sampler) or an MDM baseline.",
+        epilog=_defaults_epilog(benchmark),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="YAML file of settings (keys: the flag names, with _ or -)")
+    groups = {
+        "run": parser.add_argument_group("run"),
+        "both": parser.add_argument_group("sampler (both)"),
+        "flex": parser.add_argument_group("sampler: flex"),
+        "mdm": parser.add_argument_group("sampler: mdm"),
+    }
+    for option in options_for(benchmark):
+        help_text = (
+            option.help
+            if option.scope != "run" or option.default is None
+            else f"{option.help} (default: {option.default!r})"
+        )
+        group = groups[option.scope]
+        if option.flag:
+            group.add_argument(_flag(option.name), action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            group.add_argument(
+                _flag(option.name),
+                type=option.type,
+                choices=option.choices,
+                nargs="+" if option.many else None,
+                help=help_text,
+            )
+    return parser
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _defaults_epilog(benchmark: str) -> str:
+    lines = ["Priority of settings: flags > --config YAML > --preset > defaults; all go into summary.json."]
+    for sampler in SAMPLERS:
+        lines.append(f"{sampler} sampler defaults: {DEFAULT_SAMPLER_SETTINGS[benchmark][sampler]}")
+        for name, preset in PRESETS.items():
+            lines.append(f"  --preset {name}: {preset[benchmark][sampler]}")
+    return "\n".join(lines)
+
+
+def resolve_settings(benchmark: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every setting of a run, layered (defaults < preset < YAML config < flags) and checked.
+
+    Raises:
+        EvalConfigError: a bad flag, YAML file or value; a setting of the other sampler; no ``--model``.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    given = vars(build_parser(benchmark).parse_args(argv))
+    config_path = given.pop("config", None)
+    from_file, file_origins = read_config_file(benchmark, config_path)
+    explicit = {**from_file, **given}
+    origins = {**file_origins, **{name: _flag(name) for name in given}}
+    options = {option.name: option for option in options_for(benchmark)}
+
+    settings = {name: option.default for name, option in options.items()}
+    sampler = explicit.get("sampler", settings["sampler"])
+    settings.update(DEFAULT_SAMPLER_SETTINGS[benchmark][sampler])
+    preset = explicit.get("preset")
+    if preset is not None:
+        settings.update(PRESETS[preset][benchmark][sampler])
+    settings.update(explicit)
+
+    other = sorted(name for name in explicit if options[name].scope not in ("run", *SAMPLER_SCOPES[sampler]))
+    if other:
+        named = ", ".join(origins[name] for name in other)
+        raise EvalConfigError(
+            f"{named}: settings of the other sampler, not of --sampler {sampler}; remove them"
+        )
+    # Keep only what this run uses: the summary then lists no setting that had no effect.
+    for name, option in options.items():
+        if option.scope not in ("run", *SAMPLER_SCOPES[sampler]):
+            settings.pop(name, None)
+    required = set(DEFAULT_SAMPLER_SETTINGS[benchmark][sampler])
+    for name, value in list(settings.items()):
+        label = origins.get(name, f"the default of {_flag(name)}")
+        settings[name] = check_value(options[name], value, label, allow_none=name not in required)
+    check_combination(settings, origins)
+    if settings["output_dir"] is None:
+        settings["output_dir"] = str(Path("runs") / "eval" / f"{benchmark}-{sampler}")
+    settings["config"] = str(Path(config_path).resolve()) if config_path is not None else None
+    return settings
+
+
+def read_config_file(benchmark: str, path: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a YAML file, and for each one where it came from (``"eval.yaml, line 3: steps"``).
+
+    Raises:
+        EvalConfigError: no such file, not YAML, not a mapping, an unknown key.
+    """
+    if path is None:
+        return {}, {}
+    import yaml
+
+    path_obj = Path(path)
+    if not path_obj.is_file():
+        raise EvalConfigError(f"no config file at {path}; pass a YAML file of 'option: value' pairs")
+    text = path_obj.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise EvalConfigError(
+            f"{path}{where}: not valid YAML ({problem}); write one 'option: value' pair per line"
+        ) from None
+    if loaded is None:
+        return {}, {}
+    if not isinstance(loaded, dict):
+        raise EvalConfigError(
+            f"{path} must hold a mapping of 'option: value' pairs, got a {type(loaded).__name__}"
+        )
+    lines = {
+        str(key.value).replace("-", "_"): key.start_mark.line + 1
+        for key, _ in (node.value if isinstance(node, yaml.MappingNode) else [])
+    }
+    options = {option.name: option for option in options_for(benchmark)}
+    values = {str(key).replace("-", "_"): value for key, value in loaded.items()}
+    origins = {name: f"{path}, line {lines.get(name, '?')}: {name}" for name in values}
+    unknown = sorted(set(values) - set(options), key=lambda name: lines.get(name, 0))
+    if unknown:
+        raise EvalConfigError(
+            f"{path}, line {lines.get(unknown[0], '?')}: unknown setting {unknown[0]!r}; "
+            f"the settings are {sorted(options)}"
+        )
+    for name, value in values.items():
+        value = [value] if options[name].many and not isinstance(value, list) else value
+        # Checked here too, so that a mistake in the file is reported even where a flag overrides it.
+        values[name] = check_value(options[name], value, origins[name])
+    return values, origins
+
+
+def check_value(option: Option, value: Any, label: str, *, allow_none: bool = True) -> Any:
+    """``value`` of ``option`` in its canonical type (an int given for a float becomes a float).
+
+    Raises:
+        EvalConfigError: wrong type, a choice not offered, a number that is not finite or out of range.
+    """
+    if option.many:
+        if not isinstance(value, (list, tuple)) or (not value and option.default != []):
+            raise EvalConfigError(f"{label} must be a non-empty list, got {value!r}")
+        return [_check_one(option, item, label, allow_none=False) for item in value]
+    return _check_one(option, value, label, allow_none=allow_none)
+
+
+def _check_one(option: Option, value: Any, label: str, *, allow_none: bool) -> Any:
+    if value is None:
+        if option.default is None and allow_none:
+            return None
+        _refuse(option, value, label)
+    if option.flag:
+        if not isinstance(value, bool):
+            _refuse(option, value, label)
+        return value
+    if option.type in (int, int_or_none, float):
+        is_number = isinstance(value, (int, float)) if option.type is float else isinstance(value, int)
+        if isinstance(value, bool) or not is_number or not math.isfinite(value):
+            _refuse(option, value, label)
+        value = float(value) if option.type is float else value
+        if option.minimum is not None and (
+            value <= option.minimum if option.strict else value < option.minimum
+        ):
+            _refuse(option, value, label)
+        return value
+    if not isinstance(value, str) or (option.choices is not None and value not in option.choices):
+        _refuse(option, value, label)
+    return value
+
+
+def _refuse(option: Option, value: Any, label: str) -> NoReturn:
+    raise EvalConfigError(f"{label}: got {value!r}; pass {_requirement(option)} ({option.help})")
+
+
+def _requirement(option: Option) -> str:
+    if option.flag:
+        return "true or false"
+    if option.choices is not None:
+        return f"one of {list(option.choices)}"
+    if option.type not in (int, int_or_none, float):
+        return "text"
+    kind = "a finite number" if option.type is float else "an integer"
+    if option.minimum is None:
+        return kind
+    bound = option.minimum if option.type is float else int(option.minimum)
+    return f"{kind} {'>' if option.strict else '>='} {bound}"
+
+
+def check_combination(settings: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    """The checks that involve several settings (each value is already of the right type and range)."""
+
+    def name(option: str) -> str:
+        return origins.get(option, _flag(option))
+
+    if not settings["model"]:
+        raise EvalConfigError("no model: pass --model (a checkpoint folder or hub id)")
+    if (settings["num_shards"] is None) != (settings["shard_index"] is None):
+        raise EvalConfigError("give --num-shards and --shard-index together (or neither, to use Accelerate)")
+    if settings["num_shards"] is not None and settings["shard_index"] >= settings["num_shards"]:
+        raise EvalConfigError(
+            f"{name('shard_index')} is {settings['shard_index']}, but the shards are numbered "
+            f"0..{settings['num_shards'] - 1} ({name('num_shards')} {settings['num_shards']})"
+        )
+    if "k" in settings:
+        too_big = [k for k in settings["k"] if k > settings["num_samples"]]
+        if too_big:
+            raise EvalConfigError(
+                f"{name('k')} asks for pass@{too_big[0]}, which needs at least {too_big[0]} samples per "
+                f"task, but {name('num_samples')} is {settings['num_samples']}; raise --num-samples or drop "
+                f"{too_big[0]} from --k"
+            )
+    if settings["device"] is not None:
+        _check_device(settings["device"], name("device"))
+    output_dir = settings["output_dir"]
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise EvalConfigError(f"{name('output_dir')} {output_dir} is a file; pass a folder for the results")
+
+
+def _check_device(device: str, label: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise EvalConfigError(f"{label} {device!r} is not a device; pass e.g. cpu, cuda or cuda:1") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise EvalConfigError(f"{label} {device!r}: no CUDA device is available here; pass --device cpu")
+
+
+def sampler_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved settings that belong to the chosen sampler (token strings not yet turned into ids)."""
+    scopes = SAMPLER_SCOPES[settings["sampler"]]
+    names = [option.name for option in OPTIONS if option.scope in scopes]
+    return {name: settings[name] for name in names if name in settings}
+
+
+def build_sampler_config(settings: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, benchmark: str):
+    """The sampler config: the sampler's settings, the seed, and suppressed tokens as ids (plus the
+    boundary marker when infilling in the boundary layout: a middle never holds it)."""
+    values = sampler_settings(settings)
+    try:
+        suppressed = tokens_to_ids(tokenizer, values.pop("suppress_tokens") or [])
+        if benchmark == INFILL:
+            suppressed += boundary_token_ids(tokenizer, settings["layout"])
+        values["suppress_tokens"] = sorted(set(suppressed))
+        values["seed"] = settings["seed"]
+        return build_generation_config(settings["sampler"], values)
+    except ValueError as error:
+        raise EvalConfigError(f"invalid sampler settings: {error}") from error

@@ -1,0 +1,268 @@
+"""Checks of a checkpoint before any weights load, each failing with one message that names the file.
+
+A local folder must hold ``config.json`` of the right ``model_type`` with every field that shapes the
+weights (a missing one would silently take the 8B default and load as a wall of missing keys, or
+allocate an 8B model), and complete safetensors files (the header of each is read, never the tensors).
+A hub id gets the config checks only; the hub client verifies what it downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Fields of a LLaDA config.json that set the shapes of the weights and have no derived default.
+LLADA_ARCHITECTURE_FIELDS = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "mlp_hidden_size",
+    "vocab_size",
+    "embedding_size",
+)
+# Download options of ``from_pretrained`` that also apply to reading config.json from the hub.
+DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+_MODEL_NAMES = {"llada": "LLaDA", "flexmdm": "FlexMDM"}
+# (expected model_type, found model_type) -> what to do instead.
+_WRONG_TYPE_ADVICE = {
+    ("flexmdm", "llada"): (
+        "load it with LLaDAModelLM.from_pretrained({path!r}), or retrofit it with "
+        "FlexMDMForMaskedDiffusion.from_llada({path!r})"
+    ),
+    ("llada", "flexmdm"): (
+        "load it with FlexMDMForMaskedDiffusion.from_pretrained({path!r}) "
+        "(its LLaDA backbone is model.backbone)"
+    ),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """What a model class expects of a checkpoint: its ``model_type`` and the config fields it needs.
+
+    required_fields: top-level keys config.json must have; nested_fields: keys required inside a
+    sub-config (``{"backbone_config": (...)}``).
+    """
+
+    model_type: str
+    class_name: str
+    required_fields: tuple[str, ...] = ()
+    nested_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def check_checkpoint(path: str | os.PathLike, kind: CheckpointKind, download_kwargs: dict[str, Any]) -> None:
+    """Fail before anything large is allocated when ``path`` cannot be loaded as ``kind``.
+
+    Raises:
+        FileNotFoundError: a local folder without config.json or without (some of) its weights.
+        CheckpointError: another model type, a config.json without a required field, unreadable JSON,
+            or a truncated / corrupt safetensors file.
+    """
+    folder = Path(path) / (download_kwargs.get("subfolder") or "")
+    if is_local_path(path):
+        check_checkpoint_folder(folder)
+        config = read_json(folder / "config.json")
+        source = str(folder / "config.json")
+    else:
+        config = _hub_config(path, download_kwargs)
+        if config is None:  # unreachable or unknown id: from_pretrained reports it in its own words
+            return
+        source = f"config.json of {path}"
+    check_model_type(config, kind, source, str(path))
+    check_required_fields(config, kind, source)
+    if folder.is_dir():
+        for weights in _weight_files(folder):
+            check_safetensors_file(weights)
+
+
+def is_local_path(path: str | os.PathLike) -> bool:
+    """True unless ``path`` can only be a hub id (``name`` or ``owner/name``, not on disk)."""
+    text = str(path)
+    return Path(path).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def read_model_type(path: str | os.PathLike, **download_kwargs) -> str:
+    """``model_type`` of a checkpoint's config.json (local folder, or read from the hub).
+
+    Raises:
+        FileNotFoundError: a local path that is not a folder with config.json.
+        CheckpointError: config.json unreadable, without ``model_type``, or not reachable on the hub.
+    """
+    if is_local_path(path):
+        folder = Path(path) / (download_kwargs.get("subfolder") or "")
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
+            )
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
+            )
+        config, source = read_json(folder / "config.json"), str(folder / "config.json")
+    else:
+        config, source = _hub_config(path, download_kwargs), f"config.json of {path}"
+        if config is None:
+            raise CheckpointError(
+                f"{path} is not a local folder and its config.json could not be read from the hub; "
+                "pass a local checkpoint folder (or check the id and your connection)"
+            )
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise CheckpointError(f"{source} has no model_type; it is not a transformers checkpoint config")
+    return model_type
+
+
+def _hub_config(path: str | os.PathLike, download_kwargs: dict[str, Any]) -> dict | None:
+    from transformers import PreTrainedConfig
+
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(str(path), **download_kwargs)
+    except (OSError, ValueError):
+        return None
+    return config
+
+
+def check_model_type(config: dict, kind: CheckpointKind, source: str, path: str) -> None:
+    """Raise when config.json names another ``model_type`` (a missing one is left to the field checks)."""
+    found = config.get("model_type")
+    if found is None or found == kind.model_type:
+        return
+    name = _MODEL_NAMES.get(found)
+    advice = _WRONG_TYPE_ADVICE.get((kind.model_type, found))
+    if name is None or advice is None:
+        raise CheckpointError(
+            f"{source} holds a model of type {found!r}; {kind.class_name} loads model_type "
+            f"{kind.model_type!r} checkpoints"
+        )
+    raise CheckpointError(
+        f"{source} holds a {name} model (model_type {found}), not a {_MODEL_NAMES[kind.model_type]}; "
+        + advice.format(path=path)
+    )
+
+
+def check_required_fields(config: dict, kind: CheckpointKind, source: str) -> None:
+    """Raise naming every required field config.json lacks (top level and inside its sub-configs)."""
+    missing = [name for name in kind.required_fields if config.get(name) is None]
+    for parent, names in kind.nested_fields.items():
+        sub = config.get(parent)
+        if isinstance(sub, Mapping):
+            missing += [f"{parent}.{name}" for name in names if sub.get(name) is None]
+        elif parent not in missing:
+            missing.append(parent)
+    if missing:
+        raise CheckpointError(
+            f"{source} lacks {', '.join(missing)}, which a {kind.class_name} checkpoint needs (without them "
+            "the defaults of the 8B model would be used); restore the file from the checkpoint it came from, "
+            "or re-export the model with save_pretrained"
+        )
+
+
+def read_json(file: Path) -> dict:
+    """A JSON object from ``file``, or a :class:`CheckpointError` naming the file."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{file} is not valid JSON ({error}); re-download it or re-export the checkpoint"
+        ) from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{file} does not hold a JSON object; re-download it or re-export the checkpoint"
+        )
+    return value
+
+
+def check_checkpoint_folder(path: str | os.PathLike) -> None:
+    """Fail early, naming the file, when a local checkpoint folder is incomplete. Hub ids pass through."""
+    folder = Path(path)
+    if not folder.is_dir():
+        if is_local_path(path):
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
+            )
+        return
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
+        )
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        missing = [s for s in _index_shards(index) if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"checkpoint folder {folder} is missing shard(s) {missing} listed in "
+                "model.safetensors.index.json; re-download or copy the complete folder"
+            )
+    elif not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"checkpoint folder {folder} has no model.safetensors.index.json and no model.safetensors; "
+            "pass the folder that holds config.json and the safetensors weights (pickled .bin is not loaded)"
+        )
+
+
+def _index_shards(index: Path) -> list[str]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index} has no weight_map; re-download it or re-export the checkpoint")
+    return sorted(set(weight_map.values()))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / shard for shard in _index_shards(index)]
+    return [folder / "model.safetensors"]
+
+
+def check_safetensors_file(file: Path) -> None:
+    """Raise naming ``file`` when it is shorter than its own header says, or its header is unreadable.
+
+    A safetensors file is an 8-byte little-endian header length, a JSON header giving each tensor's
+    byte range, then the data; only the first two are read.
+    """
+
+    def corrupt(detail: str) -> CheckpointError:
+        return CheckpointError(
+            f"{file} is incomplete or corrupt ({detail}); re-download it or re-export the checkpoint"
+        )
+
+    size = file.stat().st_size
+    with file.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise corrupt(f"{size} bytes, shorter than a safetensors header")
+        header_length = int.from_bytes(prefix, "little")
+        if header_length > size - 8:
+            raise corrupt(f"{size} bytes, but its header alone claims {header_length}")
+        try:
+            header = json.loads(handle.read(header_length))
+            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            raise corrupt("unreadable header") from None
+    needed = 8 + header_length + max(ends, default=0)
+    if size < needed:
+        raise corrupt(f"{size} bytes, but its tensors need {needed}")
+
+
+def raise_on_key_mismatch(source: str | os.PathLike, info: dict, architecture: str = "LLaDA") -> None:
+    """Raise naming the offending keys when a load left keys missing or unexpected."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in (info.get(kind) or []))
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+            problems.append(f"{kind.replace('_', ' ')}: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {source} does not match the {architecture} architecture of its config.json: "
+            + "; ".join(problems)
+        )

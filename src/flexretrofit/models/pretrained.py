@@ -1,0 +1,89 @@
+"""What both model classes add to transformers' ``PreTrainedModel``: checked loading and a sampler config.
+
+Mixed in before ``PreTrainedModel`` (``class LLaDAModelLM(DiffusionModelMixin, LLaDAPreTrainedModel)``):
+
+- ``from_pretrained`` checks the checkpoint first (:mod:`.checkpoint`: model type, required config
+  fields, complete safetensors files), refuses missing or unexpected keys, never runs remote code,
+  and loads ``generation_config.json`` as the class's sampler config;
+- ``can_generate()`` is True, so transformers builds ``model.generation_config`` (a
+  :class:`~flexretrofit.sampling.FlexGenerationConfig` or :class:`~flexretrofit.sampling.MDMGenerationConfig`)
+  when the model is created and ``save_pretrained`` writes it. ``generate`` itself is each class's own
+  diffusion sampler, not transformers' autoregressive ``GenerationMixin.generate``, which is not inherited.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from flexretrofit.models.checkpoint import (
+    DOWNLOAD_KWARGS,
+    CheckpointError,
+    CheckpointKind,
+    check_checkpoint,
+    raise_on_key_mismatch,
+    read_model_type,
+)
+from flexretrofit.sampling.config import load_generation_config
+
+
+class DiffusionModelMixin:
+    """Checked ``from_pretrained`` and a saved sampler ``generation_config`` (see the module docstring)."""
+
+    checkpoint_kind: ClassVar[CheckpointKind]
+    architecture_name: ClassVar[str]
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """Load a checkpoint of this class (hub id or local folder); raises on missing or unexpected keys.
+
+        ``generation_config=`` replaces the saved ``generation_config.json``; without either the sampler
+        defaults apply. Remote code in ``auto_map`` is never executed.
+        """
+        generation_config = kwargs.pop("generation_config", None)
+        config_class = cls.generation_config_class
+        if generation_config is not None and not isinstance(generation_config, config_class):
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained takes generation_config as a {config_class.__name__}, got "
+                f"{type(generation_config).__name__}"
+            )
+        return_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("trust_remote_code", False)
+        download = {name: kwargs[name] for name in DOWNLOAD_KWARGS if kwargs.get(name) is not None}
+        check_checkpoint(pretrained_model_name_or_path, cls.checkpoint_kind, download)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        raise_on_key_mismatch(pretrained_model_name_or_path, info, cls.architecture_name)
+        if generation_config is None:
+            generation_config = load_generation_config(
+                pretrained_model_name_or_path, config_class, **download
+            )
+        model.generation_config = generation_config
+        return (model, info) if return_info else model
+
+
+def load_pretrained(pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+    """The model a checkpoint holds, by its config.json ``model_type``: a :class:`LLaDAModelLM` (``llada``)
+    or a :class:`FlexMDMForMaskedDiffusion` (``flexmdm``). ``kwargs`` go to ``from_pretrained``.
+
+    Raises:
+        FileNotFoundError / CheckpointError: as :func:`~flexretrofit.models.checkpoint.read_model_type`, or
+            for any other model type.
+    """
+    from flexretrofit.models.flexmdm import FlexMDMForMaskedDiffusion
+    from flexretrofit.models.llada import LLaDAModelLM
+
+    classes = {"llada": LLaDAModelLM, "flexmdm": FlexMDMForMaskedDiffusion}
+    download = {name: kwargs[name] for name in DOWNLOAD_KWARGS if kwargs.get(name) is not None}
+    model_type = read_model_type(pretrained_model_name_or_path, **download)
+    if model_type not in classes:
+        raise CheckpointError(
+            f"{pretrained_model_name_or_path} holds a model of type {model_type!r}; this project loads "
+            f"{' and '.join(map(repr, classes))} checkpoints"
+        )
+    return classes[model_type].from_pretrained(pretrained_model_name_or_path, **kwargs)

@@ -1,0 +1,140 @@
+"""Checkpoint checks before loading: the wrong model type, a missing config field, a truncated or corrupt
+shard and unreadable JSON each fail at once with one message naming the file and what to do."""
+
+import json
+
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from flexretrofit.models import (
+    CheckpointError,
+    FlexMDMForMaskedDiffusion,
+    LLaDAModelLM,
+    load_pretrained,
+    read_model_type,
+)
+from flexretrofit.models.checkpoint import check_safetensors_file
+from flexretrofit.testing import save_tiny_llada_checkpoint, tiny_flexmdm
+
+
+@pytest.fixture()
+def llada_folder(tmp_path):
+    return save_tiny_llada_checkpoint(tmp_path / "llada", num_shards=2, seed=1)
+
+
+@pytest.fixture()
+def flex_folder(tmp_path):
+    folder = tmp_path / "flex"
+    tiny_flexmdm(seed=2).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def no_weight_loading(monkeypatch):
+    """Make transformers' loading fail loudly: the checks must answer before it is reached."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("transformers' from_pretrained was reached; the checkpoint check came too late")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(refuse))
+
+
+def edit_config(folder, edit):
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+
+
+def test_flexmdm_from_a_llada_folder_fails_before_loading_and_names_the_right_calls(
+    llada_folder, no_weight_loading
+):
+    with pytest.raises(CheckpointError) as error:
+        FlexMDMForMaskedDiffusion.from_pretrained(llada_folder)
+    message = str(error.value)
+    assert "holds a LLaDA model (model_type llada)" in message
+    assert "LLaDAModelLM.from_pretrained" in message and "FlexMDMForMaskedDiffusion.from_llada" in message
+    assert "\n" not in message
+
+
+def test_llada_from_a_flexmdm_folder_names_the_flexmdm_class(flex_folder, no_weight_loading):
+    with pytest.raises(
+        CheckpointError, match=r"holds a FlexMDM model .*FlexMDMForMaskedDiffusion\.from_pretrained"
+    ):
+        LLaDAModelLM.from_pretrained(flex_folder)
+    with pytest.raises(CheckpointError, match="holds a FlexMDM model"):  # from_llada goes the same way
+        FlexMDMForMaskedDiffusion.from_llada(flex_folder)
+
+
+def test_another_model_type_is_named(llada_folder, no_weight_loading):
+    edit_config(llada_folder, lambda c: c.update(model_type="llama"))
+    with pytest.raises(CheckpointError, match="type 'llama'; LLaDAModelLM loads model_type 'llada'"):
+        LLaDAModelLM.from_pretrained(llada_folder)
+
+
+def test_a_missing_architecture_field_is_named_with_its_file(llada_folder, no_weight_loading):
+    edit_config(llada_folder, lambda c: c.pop("n_layers"))
+    with pytest.raises(CheckpointError) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    assert "config.json lacks n_layers" in str(error.value) and str(llada_folder) in str(error.value)
+
+
+def test_flexmdm_fields_are_checked_inside_the_backbone_config_too(flex_folder, no_weight_loading):
+    edit_config(flex_folder, lambda c: (c["backbone_config"].pop("d_model"), c.pop("insertion_schedule")))
+    with pytest.raises(CheckpointError, match="lacks insertion_schedule, backbone_config.d_model"):
+        FlexMDMForMaskedDiffusion.from_pretrained(flex_folder)
+    edit_config(flex_folder, lambda c: c.pop("backbone_config"))
+    with pytest.raises(CheckpointError, match="lacks insertion_schedule, backbone_config"):
+        FlexMDMForMaskedDiffusion.from_pretrained(flex_folder)
+
+
+def test_a_truncated_shard_is_named_as_incomplete(llada_folder, no_weight_loading):
+    shard = llada_folder / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(CheckpointError) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    message = str(error.value)
+    assert str(shard) in message and "incomplete or corrupt" in message and "re-download" in message
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x05\x00", b"\xff" * 8 + b"{}", b"\x04\x00\x00\x00\x00\x00\x00\x00{x}]"]
+)
+def test_a_corrupt_header_is_named(tmp_path, content):
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(content)
+    with pytest.raises(CheckpointError, match="model.safetensors is incomplete or corrupt"):
+        check_safetensors_file(file)
+
+
+def test_a_complete_file_passes_the_header_check(flex_folder):
+    check_safetensors_file(flex_folder / "model.safetensors")  # raises if the check is too strict
+
+
+def test_unreadable_json_is_named(llada_folder, no_weight_loading):
+    (llada_folder / "config.json").write_text('{"d_model": 64,')
+    with pytest.raises(CheckpointError, match=r"config.json is not valid JSON"):
+        LLaDAModelLM.from_pretrained(llada_folder)
+    (llada_folder / "config.json").write_text("{}")
+    (llada_folder / "model.safetensors.index.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"model.safetensors.index.json does not hold a JSON object"):
+        LLaDAModelLM.from_pretrained(llada_folder)
+
+
+def test_a_missing_relative_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, no_weight_loading):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="runs/no_such/final does not exist"):
+        FlexMDMForMaskedDiffusion.from_pretrained("runs/no_such/final")
+
+
+def test_read_model_type_and_load_pretrained_dispatch(llada_folder, flex_folder, tmp_path):
+    assert (read_model_type(llada_folder), read_model_type(flex_folder)) == ("llada", "flexmdm")
+    assert type(load_pretrained(llada_folder)) is LLaDAModelLM
+    model = load_pretrained(flex_folder, dtype=torch.bfloat16)
+    assert type(model) is FlexMDMForMaskedDiffusion and model.dtype == torch.bfloat16
+    edit_config(flex_folder, lambda c: c.update(model_type="bert"))
+    with pytest.raises(CheckpointError, match="type 'bert'; this project loads 'llada' and 'flexmdm'"):
+        load_pretrained(flex_folder)
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        read_model_type(tmp_path)
