@@ -32,6 +32,8 @@ import runpy
 from pathlib import Path
 
 from flexretrofit.demo import load_settings, repo_path, run_comparison, run_pretraining
+from flexretrofit.training import run_recipe
+from flexretrofit.training.cli import USER_ERRORS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "recipes" / "configs" / "demo" / "maze.yaml"
@@ -70,4 +72,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The demo's settings checks raise ValueError with the fix in the message: one line on stderr, exit 2.
+    raise SystemExit(run_recipe(main, user_errors=(*USER_ERRORS, ValueError)))

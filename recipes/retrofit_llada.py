@@ -15,6 +15,7 @@ from flexretrofit.training import (
     build_model,
     build_tokenizer,
     parse_recipe_args,
+    run_recipe,
     validate_config,
 )
 
@@ -43,4 +44,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_recipe(main))  # a config mistake: one line on stderr, exit 2

@@ -1,16 +1,17 @@
-"""Builders: model + LoRA / full fine-tuning, learning-rate groups, the warmup-cosine schedule, datasets."""
+"""Builders: model + LoRA / full fine-tuning, learning-rate groups, transformers' warmup-cosine schedule, datasets."""
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 from flexretrofit.models import LLaDAModelLM
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
-    WarmupCosine,
     build_datasets,
     build_model,
     build_optimizer,
@@ -78,17 +79,36 @@ def test_full_fine_tuning_and_the_mdm_baseline(tiny):
     torch.testing.assert_close(out.logits, full[positions])
 
 
-def test_warmup_cosine_schedule():
-    schedule = WarmupCosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
-    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
-    assert schedule(10) == pytest.approx(1.0)
-    assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-4)
+def _lrs(scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_the_schedule_is_transformers_cosine_with_its_warmup():
     cfg = config_from_dict({"optim": {"warmup_ratio": 0.05}})
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps=200_000)
-    assert scheduler.lr_lambdas[0].warmup_steps == 10_000  # 5% of the published 200k steps
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 / 10_000)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    ours = build_scheduler(torch.optim.AdamW(params, lr=1e-4), cfg.optim, total_steps=200)
+    reference = get_cosine_schedule_with_warmup(torch.optim.AdamW(params, lr=1e-4), 10, 200)  # 5% of 200
+    assert _lrs(ours, 201) == pytest.approx(_lrs(reference, 201), abs=0)
+    # The first optimizer step runs at lr 0, step k of the warmup at k / warmup of the peak.
+    ours = build_scheduler(torch.optim.AdamW(params, lr=1e-4), cfg.optim, total_steps=200)
+    lrs = _lrs(ours, 12)
+    assert lrs[0] == 0.0 and lrs[1] == pytest.approx(1e-5) and lrs[10] == pytest.approx(1e-4)
+
+
+def test_the_schedule_decays_to_min_lr_ratio():
+    cfg = config_from_dict({"optim": {"warmup_ratio": 0.1, "min_lr_ratio": 0.1}})
+    scheduler = build_scheduler(
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0), cfg.optim, total_steps=120
+    )
+    lrs = _lrs(scheduler, 121)  # warmup 12 steps, then 108 of decay
+    assert lrs[12] == pytest.approx(1.0) and lrs[120] == pytest.approx(0.1)
+    assert lrs[66] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert json.loads(json.dumps(scheduler.state_dict()))["last_epoch"] == 121  # plain numbers, saved as JSON
 
 
 def test_datasets_hold_out_a_fixed_eval_subset(tiny):

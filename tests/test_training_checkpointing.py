@@ -1,14 +1,17 @@
-"""Checkpoint files and the export: safetensors only, from_pretrained loads merged and adapter exports."""
+"""Checkpoint files, which checkpoints resume, and the export: merged and adapter folders, model cards, atomic writes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from peft import AutoPeftModelForFeatureExtraction, get_peft_model_state_dict
 from safetensors.torch import load_file
+from transformers.initialization import no_init_weights
 
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
+from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion, LLaDAModelLM
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
@@ -20,7 +23,9 @@ from flexretrofit.training import (
     config_from_dict,
     list_checkpoints,
 )
-from flexretrofit.training.checkpointing import resolve_resume
+from flexretrofit.training.checkpointing import checkpoint_problem, resolve_resume
+from flexretrofit.training.export import NEW_MODULES_FILE, load_adapter_export
+from flexretrofit.training.model_card import model_card
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,21 +101,143 @@ def test_merged_export_loads_with_from_pretrained(trained, tmp_path):
     assert_same_predictions(loaded, batch, reference)
 
 
-def test_adapter_export_loads_with_from_pretrained(trained, tmp_path):
+def test_adapter_export_holds_only_the_adapter_and_new_modules(trained, tiny, tmp_path):
+    trainer, _ = trained
+    root, _ = tiny
+    batch, reference = reference_outputs(trainer)
+    trainer.config.export.lora = "adapter"
+    folder = trainer.export(tmp_path / "adapter")
+    files = {p.name for p in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", NEW_MODULES_FILE, "README.md"} <= files
+    assert "model.safetensors" not in files and "config.json" not in files  # no base weights
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str((root / "llada").resolve())
+    assert adapter_config["task_type"] == "FEATURE_EXTRACTION" and adapter_config["modules_to_save"] is None
+    adapter = load_file(folder / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    # A fresh retrofit's adapter addresses the LLaDA backbone, the checkpoint it names as its base.
+    assert all(k.startswith("base_model.model.model.transformer.") for k in adapter)
+    modules = load_file(folder / NEW_MODULES_FILE)
+    assert {k.split(".")[0] for k in modules} == {"time_embedding", "adaln", "insertion_head"}
+
+    loaded = load_adapter_export(folder)
+    assert isinstance(loaded, FlexMDMForMaskedDiffusion)
+    assert any("lora_A" in name for name, _ in loaded.named_parameters())
+    assert_same_predictions(loaded, batch, reference)
+    merged = load_adapter_export(folder, merge=True)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert_same_predictions(merged, batch, reference)
+
+
+def test_adapter_export_loads_with_auto_peft_model(trained, tmp_path):
+    """peft's own loader puts the adapter on the base checkpoint; with the new modules it is the trained model."""
     trainer, _ = trained
     batch, reference = reference_outputs(trainer)
     trainer.config.export.lora = "adapter"
     folder = trainer.export(tmp_path / "adapter")
-    assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
-    loaded = FlexMDMForMaskedDiffusion.from_pretrained(folder)  # base weights + the adapter beside them
-    assert any("lora_A" in name for name, _ in loaded.named_parameters())
-    assert_same_predictions(loaded, batch, reference)
-    # Without the adapter, the base weights alone give other predictions: the adapter really is applied.
-    base = FlexMDMForMaskedDiffusion(loaded.config).eval()
-    base.load_state_dict(load_file(folder / "model.safetensors"))
+    backbone = AutoPeftModelForFeatureExtraction.from_pretrained(str(folder))
+    assert isinstance(backbone.get_base_model(), LLaDAModelLM)
+    trained_lora = {
+        k.replace("backbone.", "", 1): v
+        for k, v in get_peft_model_state_dict(trainer.model).items()
+        if "lora_" in k
+    }
+    loaded_lora = get_peft_model_state_dict(backbone)
+    assert trained_lora.keys() == loaded_lora.keys()
+    for key, value in trained_lora.items():
+        torch.testing.assert_close(loaded_lora[key], value, atol=0, rtol=0, msg=key)
+    with no_init_weights():  # keep the loaded backbone and adapter as they are
+        flex = FlexMDMForMaskedDiffusion(
+            FlexMDMConfig.from_json_file(str(folder / "flexmdm_config.json")),
+            backbone=backbone.get_base_model(),
+        )
+    flex.load_state_dict(load_file(folder / NEW_MODULES_FILE), strict=False)
+    assert_same_predictions(flex, batch, reference)
+    # The new modules as initialised give other slot predictions: the saved ones really are the trained ones.
+    fresh = FlexMDMForMaskedDiffusion.from_llada(backbone.get_base_model().config._name_or_path)
     with torch.no_grad():
-        out = base(batch["xt"], batch["t"], attention_mask=batch["xt_attention_mask"])
-    assert not torch.allclose(out.logits, reference.logits, atol=1e-4)
+        out = fresh.eval()(batch["xt"], batch["t"], attention_mask=batch["xt_attention_mask"])
+    assert not torch.allclose(out.expected_gaps, reference.expected_gaps, atol=1e-4)
+
+
+def test_every_export_has_a_model_card(trained, tmp_path):
+    trainer, _ = trained
+    trainer.config.export.lora = "merge"
+    card = (trainer.export(tmp_path / "merged") / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "flexretrofit" and front["pipeline_tag"] == "text-generation"
+    assert {"flexmdm", "masked-diffusion", "lora"} <= set(front["tags"])
+    assert "base_model" not in front  # a local folder is no hub id; the body names it
+    assert f"`{trainer.config.model.init_from}`" in card and "geometric" in card
+    assert "FlexMDMForMaskedDiffusion.from_pretrained" in card
+    config_block = card.split("```yaml")[1].split("```")[0]
+    assert yaml.safe_load(config_block)["train"]["max_steps"] == 3
+    trainer.config.model.init_from, original = "GSAI-ML/LLaDA-8B-Base", trainer.config.model.init_from
+    try:
+        hub_card = model_card(trainer.config, 3, "adapter", {})
+    finally:
+        trainer.config.model.init_from = original
+    assert yaml.safe_load(hub_card.split("---")[1])["base_model"] == "GSAI-ML/LLaDA-8B-Base"
+    assert "load_adapter_export" in hub_card
+
+
+def test_an_interrupted_export_leaves_the_previous_folder(trained, tmp_path, monkeypatch):
+    trainer, _ = trained
+    trainer.config.export.lora = "merge"
+    target = trainer.export(tmp_path / "final")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill while the tokenizer is being written looks like
+
+    monkeypatch.setattr(trainer.tokenizer, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.export(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # untouched, still complete
+    with pytest.raises(KeyboardInterrupt):
+        trainer.export(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()  # never a folder that looks finished
+    monkeypatch.undo()
+    assert (trainer.export(tmp_path / "fresh") / "tokenizer.json").is_file()  # a rerun replaces the leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "final.tmp", "fresh"]  # a kill's leftover
+    trainer.export(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "fresh"]
+
+
+def _copy_checkpoint(source: Path, step: int) -> Path:
+    target = source.parent / f"step_{step:07d}"
+    shutil.copytree(source, target)
+    state = json.loads((target / "trainer_state.json").read_text())
+    (target / "trainer_state.json").write_text(json.dumps({**state, "step": step}))
+    return target
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda p: (p / "model.safetensors").unlink(), "no model weights"),
+        (
+            lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-100]),
+            "truncated",
+        ),
+        (lambda p: (p / "optimizer.bin").write_bytes((p / "optimizer.bin").read_bytes()[:1000]), "truncated"),
+        (lambda p: (p / "optimizer.bin").write_bytes(b""), "empty"),
+        (lambda p: (p / "trainer_state.json").write_text('{"step": 1'), "unreadable"),
+    ],
+)
+def test_incomplete_checkpoints_are_skipped_with_a_warning(trained, damage, reason):
+    _, out = trained
+    newest = list_checkpoints(out)[-1]
+    broken = _copy_checkpoint(newest, 99)
+    try:
+        damage(broken)
+        with pytest.warns(UserWarning, match=f"skipping incomplete checkpoint .*step_0000099.*{reason}"):
+            assert resolve_resume("latest", out) == newest
+        assert checkpoint_problem(newest) is None
+        with pytest.raises(FileNotFoundError, match=reason):
+            resolve_resume(str(broken), out)
+    finally:
+        shutil.rmtree(broken)
 
 
 def test_mdm_export_is_a_llada_folder(tiny, tmp_path):
@@ -119,7 +246,8 @@ def test_mdm_export_is_a_llada_folder(tiny, tmp_path):
     values["model"]["init_from"] = str(root / "llada")
     values["data"]["sources"] = [{"path": str(data["gsm8k"])}]
     values["data"]["eval_sources"] = [{"path": str(data["gsm8k_eval"])}]
-    values["train"].update(output_dir=str(tmp_path), max_steps=1, save_every=None)
+    values["train"].update(output_dir=str(tmp_path / "run"), max_steps=1, save_every=None)
+    values["optim"]["warmup_ratio"] = 0.0  # the one step trains: the adapter below is not its zero init
     config = config_from_dict(values)
     accelerator = build_accelerator(config)
     tokenizer = build_tokenizer(config.model)
@@ -134,3 +262,21 @@ def test_mdm_export_is_a_llada_folder(tiny, tmp_path):
     with torch.no_grad():
         expected = trainer.model.eval()(input_ids=ids).logits
         torch.testing.assert_close(loaded(ids).logits, expected, atol=2e-5, rtol=1e-4)
+
+    # The adapter export of the MDM is a plain PEFT adapter over the LLaDA checkpoint: peft alone loads it.
+    config.export.lora = "adapter"
+    adapter_folder = trainer.export(tmp_path / "adapter")
+    assert (
+        not (adapter_folder / NEW_MODULES_FILE).exists()
+        and not (adapter_folder / "model.safetensors").exists()
+    )
+    assert "LLaDAModelLM.from_pretrained" not in (adapter_folder / "README.md").read_text()
+    peft_model = AutoPeftModelForFeatureExtraction.from_pretrained(str(adapter_folder)).eval()
+    assert any(v.abs().max() > 0 for k, v in get_peft_model_state_dict(peft_model).items() if "lora_B" in k)
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(input_ids=ids).logits, expected, atol=2e-5, rtol=1e-4)
+        base = LLaDAModelLM.from_pretrained(root / "llada").eval()
+        assert not torch.allclose(base(ids).logits, expected, atol=1e-4)
+    torch.testing.assert_close(
+        load_adapter_export(adapter_folder)(ids).logits, expected, atol=2e-5, rtol=1e-4
+    )

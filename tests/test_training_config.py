@@ -1,6 +1,8 @@
 """Training config: YAML + overrides, unknown keys, batch layout, and bad input caught before any training."""
 
+import importlib.util
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import yaml
 
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
+from flexretrofit.training import lora_check
 from flexretrofit.training.config import (
     ConfigError,
     TrainConfig,
@@ -51,14 +54,17 @@ def test_accelerate_configs_leave_the_batch_layout_to_the_recipe_config():
     configs = {
         p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "recipes" / "accelerate").glob("*.yaml")
     }
-    assert set(configs) == {"zero3_2x8", "zero3_1x8", "single_gpu", "zero3_cpu_2proc"}
+    assert set(configs) == {"zero3_2x8", "zero3_1x8", "zero2_2x8", "single_gpu", "zero3_cpu_2proc"}
+    assert (configs["zero2_2x8"]["num_machines"], configs["zero2_2x8"]["num_processes"]) == (2, 16)
     assert (configs["zero3_2x8"]["num_machines"], configs["zero3_2x8"]["num_processes"]) == (2, 16)
     assert configs["zero3_1x8"]["num_processes"] == 8 and configs["single_gpu"]["num_processes"] == 1
     for name, values in configs.items():
         deepspeed = values.get("deepspeed_config", {})
         assert "gradient_accumulation_steps" not in deepspeed and "gradient_clipping" not in deepspeed, name
         if values["distributed_type"] == "DEEPSPEED":
-            assert deepspeed["zero_stage"] == 3 and deepspeed["zero3_save_16bit_model"] is True, name
+            assert deepspeed["zero_stage"] == int(name[4]), name  # zero2_* / zero3_*
+            if deepspeed["zero_stage"] == 3:
+                assert deepspeed["zero3_save_16bit_model"] is True, name
 
 
 def test_published_retrofit_config_matches_the_paper():
@@ -150,6 +156,22 @@ BAD_INPUTS = [
     ({"data.max_length": 512}, ConfigError, r"data.max_length=512 is above the model's limit of 511"),
     ({"train.global_batch_size": 6}, ConfigError, r"global_batch_size=6 is not divisible"),
     ({"train.resume_from": "missing/checkpoint"}, FileNotFoundError, r"resume_from=missing/checkpoint"),
+    (
+        {"lora.targets": ["q_proj", "o_proj"]},
+        ConfigError,
+        r"lora.targets=.*unknown LoRA target\(s\) \['o_proj'\]",
+    ),
+    ({"lora.targets": "everything"}, ConfigError, r"unknown LoRA preset 'everything'"),
+    (
+        {"lora.enabled": False, "export.lora": "adapter"},
+        ConfigError,
+        r"export.lora=adapter .*lora.enabled=true",
+    ),
+    (
+        {"model.flex_config": {"modulation_group_size": 0}},
+        ConfigError,
+        r"model.flex_config=.*modulation_group_size",
+    ),
 ]
 
 
@@ -183,3 +205,54 @@ def test_valid_tiny_config_passes(tiny, tmp_path):
     config = config_from_dict(tiny_values(tiny, tmp_path / "run"))
     assert validate_config(config, world_size=1) == (4, 2)
     assert validate_config(config, world_size=2) == (4, 1)
+
+
+def test_lora_targets_are_checked_from_the_config_alone(tiny, tmp_path, monkeypatch):
+    """No weights are read: a folder with only config.json is enough to find a bad target."""
+    root, _ = tiny
+    bare = tmp_path / "config_only"
+    bare.mkdir()
+    shutil.copy(root / "llada" / "config.json", bare / "config.json")
+    values = tiny_values(tiny, tmp_path / "run")
+    values["model"]["init_from"] = str(bare)
+    validate_config(config_from_dict(values), world_size=1)  # the published targets all exist
+    names = lora_check.module_names(config_from_dict(values).model)
+    assert (
+        "backbone.model.transformer.blocks.0.q_proj" in names and "backbone.model.transformer.ff_out" in names
+    )
+    values["model"]["kind"] = "mdm"
+    assert "model.transformer.blocks.1.k_proj" in lora_check.module_names(config_from_dict(values).model)
+    # An architecture without an LM head module: the lm_head group matches nothing.
+    monkeypatch.setattr(
+        lora_check, "module_names", lambda model: [n for n in names if "transformer.ff_out" not in n]
+    )
+    with pytest.raises(ConfigError, match=r"lora.targets group\(s\) \['lm_head'\] match no module"):
+        validate_config(config_from_dict(tiny_values(tiny, tmp_path / "run")), world_size=1)
+
+
+def test_report_to_needs_its_package(tiny, tmp_path, monkeypatch):
+    values = tiny_values(tiny, tmp_path / "run")
+    with pytest.raises(ConfigError, match="train.report_to='mlflow' is not one of"):
+        config_from_dict({**values, "train": {**values["train"], "report_to": "mlflow"}})
+    config = config_from_dict({**values, "train": {**values["train"], "report_to": "wandb"}})
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name)
+    )
+    with pytest.raises(ConfigError, match="report_to=wandb needs the wandb package: pip install wandb"):
+        validate_config(config, world_size=1)
+    config.train.report_to = "tensorboard"
+    validate_config(config, world_size=1)  # installed (requirements.txt)
+
+
+def test_a_nonempty_output_dir_needs_resume_from(tiny, tmp_path):
+    values = tiny_values(tiny, tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    validate_config(config_from_dict(values), world_size=1)  # an empty folder is fine
+    (tmp_path / "run" / "log.jsonl").write_text("")
+    with pytest.raises(
+        ConfigError, match=r"output_dir=.*run is not empty \(log.jsonl\); pass train.resume_from=latest"
+    ):
+        validate_config(config_from_dict(values), world_size=1)
+    values["train"]["resume_from"] = "latest"
+    validate_config(config_from_dict(values), world_size=1)

@@ -1,6 +1,10 @@
 """The recipes end to end on the tiny CPU configs (what `make smoke-retrofit smoke-instruct` runs)."""
 
+import os
+import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from flexretrofit.models import FlexMDMForMaskedDiffusion
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import ConfigError, read_log
+from flexretrofit.training.cli import run_recipe as run_as_script
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
@@ -79,3 +84,62 @@ def test_recipes_refuse_the_other_recipes_data(retrofit, tmp_path):
         run_recipe("instruct.py", config)
     with pytest.raises(ConfigError, match="use instruct.py"):
         run_recipe("retrofit_llada.py", config, "model.kind=mdm")
+
+
+# -- mistakes: one line on stderr, exit status 2 ---------------------------------------------------
+
+MISTAKES = [
+    ("retrofit_llada.py", ["optim.learning_rate=1e-4"], r"unknown config key optim.'learning_rate'"),
+    ("retrofit_llada.py", ["train.mixed_precision=fp8"], r"train.mixed_precision='fp8' is not one of"),
+    ("retrofit_llada.py", ["model.kind=mdm"], r"use instruct.py"),
+    (
+        "retrofit_llada.py",
+        ["data.sources=[{path: missing.jsonl}]"],
+        r"dataset file\(s\) not found: missing.jsonl",
+    ),
+    ("retrofit_llada.py", ["lora.targets=[q_proj, o_proj]"], r"unknown LoRA target\(s\) \['o_proj'\]"),
+    ("retrofit_llada.py", ["train.global_batch_size=6"], r"global_batch_size=6 is not divisible"),
+    ("retrofit_llada.py", ["train.output_dir=<nonempty>"], r"is not empty .*train.resume_from=latest"),
+    ("instruct.py", [], r"instruct.py tunes on instruction data"),
+    ("instruct.py", ["train.max_steps=0"], r"use retrofit_llada.py|train.max_steps must be >= 1"),
+    ("instruct.py", ["optim.lr: 1"], r"must look like section.key=value"),
+]
+
+
+@pytest.mark.parametrize("recipe, overrides, message", MISTAKES)
+def test_a_mistake_is_one_line_and_exit_status_2(retrofit, tmp_path, capsys, recipe, overrides, message):
+    tmp, data = retrofit
+    config = tiny_yaml(
+        tmp_path, "tiny_retrofit_cpu.yaml", tmp / "llada", {"sources": data["corpus"]}, tmp_path / "o"
+    )
+    if "train.output_dir=<nonempty>" in overrides:
+        overrides = [f"train.output_dir={tmp / 'retrofit'}"]  # holds the finished retrofit
+    main = runpy.run_path(str(REPO / "recipes" / recipe))["main"]
+    assert run_as_script(main, ["--config", str(config), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(
+    "recipe, args, message",
+    [
+        ("retrofit_llada.py", ["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+        ("instruct.py", ["--config", str(CONFIGS / "tiny_retrofit_cpu.yaml")], "use retrofit_llada.py"),
+        ("demo_maze.py", ["--config", "missing.yaml"], "demo config missing.yaml does not exist"),
+    ],
+)
+def test_the_recipe_scripts_exit_2_without_a_traceback(tmp_path, recipe, args, message):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / recipe), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,5 +1,6 @@
 """Trainer: one normalisation under accumulation, exact resume (planned stop and real crash), logs, eval."""
 
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
+    ConfigError,
     Trainer,
     build_accelerator,
     build_datasets,
@@ -24,6 +26,7 @@ from flexretrofit.training import (
     read_log,
     validate_config,
 )
+from flexretrofit.training.progress import ProgressBar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,10 +223,18 @@ def test_log_records_both_loss_parts_throughput_and_layout(uninterrupted):
     for record in read_log(out / "log.jsonl", "train"):
         assert record["loss"] == pytest.approx(record["unmask_loss"] + record["insertion_loss"], rel=1e-6)
         assert record["tokens_per_s"] > 0 and record["tokens"] >= record["loss_tokens"] > 0
-        assert record["lr_main"] > 0 and record["lr_new_modules"] > 0
-    # Warmup then cosine: the logged learning rates follow the schedule (warmup 25% of 6 = 2 steps).
+        assert (
+            record["lr_main"] == record["lr_new_modules"] == (0 if record["step"] == 1 else record["lr_main"])
+        )
+        assert record["step"] == 1 or record["lr_main"] > 0
+    # transformers' warmup then cosine (warmup 25% of 6 = 2 steps): lr 0, half, then the peak, then decay.
     lrs = [r["lr_main"] for r in read_log(out / "log.jsonl", "train")]
-    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3) and lrs[-1] < lrs[2]
+    assert (
+        lrs[0] == 0.0
+        and lrs[1] == pytest.approx(0.5e-3)
+        and lrs[2] == pytest.approx(1e-3)
+        and lrs[-1] < lrs[2]
+    )
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
 
 
@@ -233,3 +244,64 @@ def test_eval_loss_is_fixed_for_a_fixed_model(tiny, tmp_path):
     first, second = trainer.evaluate(), trainer.evaluate()
     assert first == second and first["eval_loss"] > 0
     assert first["eval_loss"] == pytest.approx(first["eval_unmask_loss"] + first["eval_insertion_loss"])
+
+
+# -- output folder, trackers, progress -----------------------------------------------------------
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny, uninterrupted):
+    out = uninterrupted[0]
+    with pytest.raises(ConfigError, match="train.resume_from=latest .*another train.output_dir"):
+        validate_config(tiny_config(tiny, out, **RUN), 1)
+    accelerator = build_accelerator(tiny_config(tiny, out, **RUN))
+    with pytest.raises(
+        ConfigError, match="is not empty"
+    ):  # the library refuses it too, before writing anything
+        Trainer(tiny_config(tiny, out, **RUN), accelerator, None, None)
+    validate_config(tiny_config(tiny, out, **RUN, **{"train.resume_from": "latest"}), 1)  # resuming is fine
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_tensorboard_metrics_and_a_progress_bar(tiny, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = tiny_config(
+        tiny,
+        tmp_path,
+        **{"train.max_steps": 2, "train.save_every": None, "eval.every": 1, "train.report_to": "tensorboard"},
+    )
+    trainer = make_trainer(config)
+    trainer.train()
+    trainer.accelerator.end_training()
+    bar = terminal.getvalue()
+    assert "2/2" in bar and "loss=" in bar and "<" in bar  # steps, loss and the elapsed<remaining (ETA) field
+    runs = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    events = EventAccumulator(str(runs[0].parent))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert losses == pytest.approx(list(train_losses(tmp_path).values()), rel=1e-6)
+    assert [e.step for e in events.Scalars("eval_loss")] == [1, 2]
+
+
+def test_no_progress_bar_off_a_terminal():
+    stream = io.StringIO()
+    bar = ProgressBar(3, stream=stream)
+    bar.update({"loss": 1.0})
+    bar.close()
+    assert stream.getvalue() == ""
+    forced = io.StringIO()
+    bar = ProgressBar(3, initial=1, stream=forced, force=True)
+    bar.update({"loss": 1.5, "lr_main": 1e-3})
+    bar.close()
+    assert (
+        "2/3" in forced.getvalue()
+        and "loss=1.5000" in forced.getvalue()
+        and "lr=1.00e-03" in forced.getvalue()
+    )

@@ -1,7 +1,8 @@
 """Data: corpora cut into chunks, instruction formats, length-grouped batches, and the diffusion collators.
 
 Dataset -> samples ``{"input_ids", "prompt_mask", "length"}`` (:mod:`.corpus`, :mod:`.formats`) ->
-index batches (:mod:`.batching`) -> padded and noised tensors for the model and the loss (:mod:`.collator`).
+length-grouped batches (:mod:`.batching`; from a stream: :mod:`.streaming`) -> padded and noised tensors
+for the model and the loss (:mod:`.collator`).
 """
 
 from flexretrofit.data.batching import LengthGroupedBatchSampler, padding_efficiency
@@ -33,6 +34,7 @@ from flexretrofit.data.formats import (
     parse_gsm8k_answer,
     resolve_boundary_token_id,
 )
+from flexretrofit.data.streaming import LengthGroupedStream
 
 __all__ = [
     "BOUNDARY_TOKEN",
@@ -44,6 +46,7 @@ __all__ = [
     "GSM8KAnswer",
     "GSM8KFormat",
     "LengthGroupedBatchSampler",
+    "LengthGroupedStream",
     "MDMCollator",
     "PromptCompletionFormat",
     "TextSource",

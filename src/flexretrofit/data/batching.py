@@ -96,20 +96,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        mega = self.mega_batch_factor * self.batch_size
-        batches: list[list[int]] = []
-        for start in range(0, len(order), mega):
-            group = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
-            batches.extend(group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size))
-        if len(batches[-1]) < self.batch_size:
-            if self.drop_last:
-                batches.pop()
-            else:  # complete the last batch from the start of the permutation, cycling if needed
-                missing = self.batch_size - len(batches[-1])
-                batches[-1] = batches[-1] + [order[i % len(order)] for i in range(missing)]
-        shuffled = torch.randperm(len(batches), generator=generator).tolist()
-        batches = [batches[i] for i in shuffled]
+        batches = length_grouped_batches(
+            self.lengths, self.batch_size, self.mega_batch_factor, generator, drop_last=self.drop_last
+        )
         self._cache = (epoch, batches)
         return batches
 
@@ -152,6 +141,38 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if not 0 <= state["position"] <= len(self):
             raise ValueError(f"sampler state position {state['position']} is outside [0, {len(self)}].")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def length_grouped_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    mega_batch_factor: int,
+    generator: torch.Generator,
+    *,
+    drop_last: bool = True,
+) -> list[list[int]]:
+    """Indices ``0 .. len(lengths) - 1`` cut into batches of similar length, in a random order.
+
+    Shuffle the indices; cut the permutation into mega-batches of ``mega_batch_factor * batch_size``; sort
+    each by length (longest first); cut it into batches of ``batch_size``; shuffle the batches. The last
+    incomplete batch is dropped (``drop_last``) or completed from the start of the permutation. Used by
+    :class:`LengthGroupedBatchSampler` (a whole dataset per epoch) and by
+    :class:`~flexretrofit.data.streaming.LengthGroupedStream` (one shuffle buffer of a stream at a time).
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    mega = mega_batch_factor * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    if batches and len(batches[-1]) < batch_size:
+        if drop_last:
+            batches.pop()
+        else:  # complete the last batch from the start of the permutation, cycling if needed
+            missing = batch_size - len(batches[-1])
+            batches[-1] = batches[-1] + [order[i % len(order)] for i in range(missing)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def padding_efficiency(lengths: Sequence[int], batches: Iterable[Sequence[int]]) -> float:

@@ -11,10 +11,12 @@ Recipes (``recipes/retrofit_llada.py``, ``recipes/instruct.py``) compose these p
     trainer = Trainer(config, accelerator, model, train_set, eval_set, tokenizer)
     trainer.train()
     trainer.export()
+
+and run as scripts through :func:`run_recipe`, which turns a configuration mistake into one line on stderr
+and exit status 2.
 """
 
 from flexretrofit.training.builders import (
-    WarmupCosine,
     base_model,
     build_accelerator,
     build_datasets,
@@ -23,12 +25,8 @@ from flexretrofit.training.builders import (
     build_scheduler,
     build_tokenizer,
 )
-from flexretrofit.training.checkpointing import (
-    export_model,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
+from flexretrofit.training.checkpointing import list_checkpoints, load_checkpoint, save_checkpoint
+from flexretrofit.training.cli import run_recipe
 from flexretrofit.training.config import (
     ConfigError,
     RecipeConfig,
@@ -39,6 +37,7 @@ from flexretrofit.training.config import (
     parse_recipe_args,
     validate_config,
 )
+from flexretrofit.training.export import export_model, load_adapter_export
 from flexretrofit.training.metrics import MetricsLogger, read_log
 from flexretrofit.training.objectives import FlexMDMObjective, LossParts, MDMObjective
 from flexretrofit.training.trainer import Trainer
@@ -51,7 +50,6 @@ __all__ = [
     "MetricsLogger",
     "RecipeConfig",
     "Trainer",
-    "WarmupCosine",
     "base_model",
     "batch_layout",
     "build_accelerator",
@@ -63,11 +61,13 @@ __all__ = [
     "config_from_dict",
     "export_model",
     "list_checkpoints",
+    "load_adapter_export",
     "load_checkpoint",
     "load_config",
     "parse_overrides",
     "parse_recipe_args",
     "read_log",
+    "run_recipe",
     "save_checkpoint",
     "validate_config",
 ]

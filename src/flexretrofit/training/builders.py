@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
 
 from flexretrofit.data import (
     CodeInfillFormat,
@@ -38,6 +37,7 @@ from flexretrofit.training.config import (
     ModelConfig,
     OptimConfig,
     RecipeConfig,
+    check_report_to,
 )
 
 
@@ -46,15 +46,24 @@ def build_accelerator(config: RecipeConfig) -> Accelerator:
 
     A multi-process launch without CUDA uses gloo: DeepSpeed ZeRO-3 on CPU only syncs with it. The
     learning-rate schedule is stepped by the trainer once per optimizer step, not by Accelerate.
+    ``train.report_to`` (``tensorboard`` / ``wandb``) becomes Accelerate's ``log_with``; TensorBoard writes
+    under ``<output_dir>/tensorboard``.
     """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = (
         [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     )
+    check_report_to(config.train)  # one clear line now, not an import error from a tracker later
+    report_to = config.train.report_to
     return Accelerator(
         mixed_precision=config.train.mixed_precision,
         step_scheduler_with_optimizer=False,
         kwargs_handlers=handlers,
+        log_with=None if report_to == "none" else report_to,
+        project_config=ProjectConfiguration(
+            project_dir=config.train.output_dir,
+            logging_dir=str(Path(config.train.output_dir) / "tensorboard"),
+        ),
     )
 
 
@@ -155,7 +164,7 @@ def _load_samples(
     tokenizer: PreTrainedTokenizerBase,
     kind: str,
     seed: int,
-) -> datasets.Dataset:
+) -> datasets.Dataset | datasets.IterableDataset:
     if data.format == "corpus":
         return load_chunked_mixture(
             [_text_source(s) for s in sources],
@@ -163,28 +172,30 @@ def _load_samples(
             data.max_length,
             min_length=data.min_length,
             add_bos=data.add_bos,
+            streaming=data.streaming,
             seed=seed,
             num_proc=data.num_proc,
         )
     key, default = _FORMAT_FIELD[data.format]
-    raw = _text_source(sources[0], text_field=data.format_kwargs.get(key, default)).load()
+    raw = _text_source(sources[0], text_field=data.format_kwargs.get(key, default)).load(data.streaming)
     return format_dataset(raw, _instruction_format(data, tokenizer, kind, seed), num_proc=data.num_proc)
 
 
 def build_datasets(
     config: RecipeConfig, tokenizer: PreTrainedTokenizerBase
-) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+) -> tuple[datasets.Dataset | datasets.IterableDataset, datasets.Dataset | None]:
     """Tokenised samples (``input_ids``, ``prompt_mask``, ``length``) for training and evaluation.
 
     Without ``data.eval_sources``, ``eval.num_samples`` samples are held out of the training data (a seeded
     split, the same in every process); with ``eval.num_samples: 0`` there is no evaluation set.
+
+    With ``data.streaming`` the training set is a lazy ``IterableDataset`` (nothing is read or tokenised
+    here) and the evaluation set the first ``eval.num_samples`` samples of ``data.eval_sources``.
     """
     data, seed = config.data, config.train.seed
     train = _load_samples(data.sources, data, tokenizer, config.model.kind, seed)
-    if not isinstance(train, datasets.Dataset):
-        raise ConfigError(
-            "training needs a map-style dataset (lengths are grouped over the whole set); do not stream."
-        )
+    if data.streaming:
+        return train, _streamed_eval_samples(config, tokenizer)
     if len(train) == 0:
         raise ConfigError(
             f"no training samples left after formatting {[s.path or s.hub for s in data.sources]} with "
@@ -205,6 +216,18 @@ def build_datasets(
     else:
         evaluation = None
     return train, evaluation
+
+
+def _streamed_eval_samples(
+    config: RecipeConfig, tokenizer: PreTrainedTokenizerBase
+) -> datasets.Dataset | None:
+    """The first ``eval.num_samples`` samples of the streamed ``data.eval_sources`` (only those are read)."""
+    data, num_eval = config.data, config.eval.num_samples
+    if num_eval <= 0 or not data.eval_sources:
+        return None
+    stream = _load_samples(data.eval_sources, data, tokenizer, config.model.kind, config.train.seed)
+    rows = list(stream.take(num_eval))
+    return datasets.Dataset.from_list(rows) if rows else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,23 +266,15 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(list(groups.values()), betas=tuple(optim.betas), eps=optim.eps)
 
 
-@dataclass(frozen=True)
-class WarmupCosine:
-    """Learning-rate multiplier: linear warmup to 1 over ``warmup_steps``, then cosine decay to
-    ``min_ratio`` at ``total_steps``. Called with the number of optimizer steps already taken."""
-
-    warmup_steps: int
-    total_steps: int
-    min_ratio: float = 0.0
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
-    """A :class:`torch.optim.lr_scheduler.LambdaLR` with :class:`WarmupCosine` (its state is plain numbers)."""
+    """Linear warmup over ``ceil(warmup_ratio * total_steps)`` steps, then cosine decay to ``min_lr_ratio``.
+
+    transformers' ``cosine_with_min_lr`` schedule (with ``min_lr_ratio: 0`` the same as
+    ``get_cosine_schedule_with_warmup``), stepped once per optimizer step: the first step runs at lr 0 and step
+    ``k < warmup`` at ``k / warmup`` of the peak. The warmup length is the one transformers' ``Trainer`` derives
+    from a ``warmup_ratio``. A :class:`torch.optim.lr_scheduler.LambdaLR` whose state is plain numbers.
+    """
     warmup = math.ceil(optim.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total_steps, optim.min_lr_ratio))
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, min_lr_rate=optim.min_lr_ratio
+    )

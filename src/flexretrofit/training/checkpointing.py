@@ -1,4 +1,4 @@
-"""Checkpoints that resume exactly, and the final model export.
+"""Checkpoints that resume exactly, and which of them are complete enough to resume from.
 
 A checkpoint folder ``<output_dir>/checkpoints/step_0000042/`` holds:
 
@@ -13,27 +13,24 @@ Each checkpoint is written to ``step_N.tmp`` and renamed once complete, so a cra
 a folder that looks resumable. Loading restores all of it; the data then continues with the next unseen
 global batch and the noise of every later step is identical (the collators seed it from the step).
 
-The export is a folder :meth:`FlexMDMForMaskedDiffusion.from_pretrained` (or ``LLaDAModelLM``) loads:
-safetensors weights, config and tokenizer; LoRA merged into the weights, or kept as an adapter beside the
-base weights (``adapter_config.json`` + ``adapter_model.safetensors``), which ``from_pretrained`` applies.
+When choosing the checkpoint to resume from, folders that are not complete (no weights, an empty or
+truncated file, an unreadable ``trainer_state.json``) are skipped with a warning. The final model export
+lives in :mod:`flexretrofit.training.export`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
 import shutil
+import struct
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
-from peft import PeftModel, get_peft_model, get_peft_model_state_dict
-from safetensors.torch import save_file
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -44,25 +41,97 @@ def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under ``output_dir``, oldest first (unfinished ``.tmp`` folders are ignored)."""
+    """Complete checkpoints under ``output_dir``, oldest first.
+
+    Unfinished ``.tmp`` folders are ignored; a ``step_N`` folder that is incomplete (see
+    :func:`checkpoint_problem`) is skipped with a warning.
+    """
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / TRAINER_STATE).is_file()]
+    found = []
+    for path in root.iterdir():
+        if not (_STEP_DIR.match(path.name) and path.is_dir()):
+            continue
+        problem = checkpoint_problem(path)
+        if problem is None:
+            found.append(path)
+        else:
+            warnings.warn(f"skipping incomplete checkpoint {path}: {problem}", stacklevel=2)
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (header readable, data as long as it says), or None."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{path.name} is empty or truncated"
+        (header_len,) = struct.unpack("<Q", head)
+        if 8 + header_len > size:
+            return f"{path.name} is truncated"
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError:
+            return f"{path.name} has an unreadable header"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return f"{path.name} is truncated" if 8 + header_len + end > size else None
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """What makes checkpoint folder ``path`` unusable for a resume, or None when it is complete.
+
+    Complete: a ``trainer_state.json`` that parses, model weights (``model.safetensors``, a sharded
+    ``model.safetensors.index.json`` with its shards, or DeepSpeed's ``pytorch_model/``), and no empty or
+    truncated file (safetensors headers agree with the file size; torch files are whole zip archives).
+    """
+    path = Path(path)
+    state = path / TRAINER_STATE
+    if not state.is_file():
+        return f"no {TRAINER_STATE}"
+    try:
+        json.loads(state.read_text())["step"]
+    except (ValueError, KeyError, TypeError):
+        return f"{TRAINER_STATE} is unreadable"
+    index = path / "model.safetensors.index.json"
+    has_weights = (path / "model.safetensors").is_file() or (path / "pytorch_model").is_dir()
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError):
+            return f"{index.name} is unreadable"
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            return f"weight shard(s) {missing[:3]} missing"
+        has_weights = True
+    if not has_weights:
+        return "no model weights (model.safetensors or pytorch_model/)"
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.stat().st_size == 0:
+            return f"{file.relative_to(path)} is empty"
+        if file.suffix == ".safetensors":
+            problem = _safetensors_problem(file)
+            if problem:
+                return problem
+        elif file.suffix in (".bin", ".pt", ".pkl", ".pth") and not zipfile.is_zipfile(file):
+            return f"{file.relative_to(path)} is truncated"
+    return None
+
+
 def resolve_resume(resume_from: str | None, output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint to resume from: ``latest`` (None if there is none yet), a folder, or None."""
+    """The checkpoint to resume from: ``latest`` (the newest complete one; None if there is none yet), a
+    folder, or None. A folder given explicitly must be complete."""
     if resume_from is None:
         return None
     if resume_from == "latest":
         checkpoints = list_checkpoints(output_dir)
         return checkpoints[-1] if checkpoints else None
     path = Path(resume_from)
-    if not (path / TRAINER_STATE).is_file():
+    problem = checkpoint_problem(path)
+    if problem is not None:
         raise FileNotFoundError(
-            f"train.resume_from={resume_from} is not a complete checkpoint (no {TRAINER_STATE}); pass a "
+            f"train.resume_from={resume_from} is not a complete checkpoint ({problem}); pass a "
             f"folder like {checkpoint_dir(output_dir, 100)} or 'latest'."
         )
     return path
@@ -103,92 +172,3 @@ def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> dict[s
     path = Path(path)
     accelerator.load_state(str(path))
     return json.loads((path / TRAINER_STATE).read_text())
-
-
-# ---------------------------------------------------------------------------------------------
-# Export
-# ---------------------------------------------------------------------------------------------
-
-
-def _rebuild_on_meta(model: nn.Module, full_state: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of ``model``'s architecture (PEFT wrapping included) holding ``full_state``.
-
-    Built on the meta device and filled by assignment, so no memory is spent on a random init; this is
-    how the gathered weights of a ZeRO-3 model (whose own parameters are empty shards) get a home.
-    """
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    with torch.device("meta"):
-        skeleton = type(base)(base.config)
-        if isinstance(model, PeftModel):
-            skeleton = get_peft_model(skeleton, copy.deepcopy(model.peft_config["default"]))
-    missing, unexpected = skeleton.load_state_dict(full_state, strict=False, assign=True)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"gathered weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return skeleton
-
-
-def gather_full_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every weight of the prepared (possibly ZeRO-3 sharded) model, on CPU, on the main process ({} elsewhere).
-
-    Collective under DeepSpeed (ZeRO-3 gathers the 16-bit weights: set
-    ``zero3_save_16bit_model: true`` in the accelerate config).
-    """
-    state = accelerator.get_state_dict(model)
-    if not accelerator.is_main_process:
-        return {}
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
-
-
-def export_model(
-    accelerator: Accelerator,
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase | None,
-    export_dir: str | os.PathLike,
-    lora_mode: str = "merge",
-    dtype: torch.dtype | None = None,
-) -> Path:
-    """Write the trained model as a ``from_pretrained`` folder (collective; the main process writes).
-
-    Args:
-        model: the prepared model (FlexMDM or LLaDA, possibly inside PEFT; see ``builders.base_model``).
-        lora_mode: ``merge`` (adapters folded into the weights) or ``adapter`` (base weights with the trained
-            new modules, plus the LoRA adapter files beside them).
-        dtype: cast the weights before saving (default: as trained).
-    """
-    from flexretrofit.training.builders import base_model  # local: builders imports the data stack
-
-    export_dir = Path(export_dir)
-    full_state = gather_full_state(accelerator, model)
-    unwrapped = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
-        rebuilt = _rebuild_on_meta(unwrapped, full_state)
-        if dtype is not None:
-            rebuilt = rebuilt.to(dtype)
-        export_dir.mkdir(parents=True, exist_ok=True)
-        if isinstance(rebuilt, PeftModel) and lora_mode == "adapter":
-            _save_with_adapter(rebuilt, export_dir)
-        else:
-            plain = rebuilt.merge_and_unload() if isinstance(rebuilt, PeftModel) else rebuilt
-            base_model(plain).save_pretrained(export_dir, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(export_dir)
-    accelerator.wait_for_everyone()
-    return export_dir
-
-
-def _save_with_adapter(peft_model: PeftModel, export_dir: Path) -> None:
-    """Base weights (with the trained new modules) + a LoRA-only adapter in the same folder."""
-    adapter_state = {
-        k: v.contiguous()
-        for k, v in get_peft_model_state_dict(peft_model).items()
-        if ".modules_to_save." not in k and "lora_" in k
-    }
-    config = peft_model.peft_config["default"]
-    config.modules_to_save = None
-    config.base_model_name_or_path = None
-    base = peft_model.unload()  # adapters removed, new modules' trained copies put in place
-    base.save_pretrained(export_dir, safe_serialization=True)
-    config.save_pretrained(str(export_dir))
-    save_file(adapter_state, str(export_dir / "adapter_model.safetensors"), metadata={"format": "pt"})

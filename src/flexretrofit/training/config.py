@@ -27,6 +27,7 @@ from flexretrofit.diffusion.loss import INSERTION_WEIGHTINGS
 MODEL_KINDS = ("flexmdm", "mdm")
 DATA_FORMATS = ("corpus", "gsm8k", "infill", "prompt_completion")
 DTYPES = ("float32", "bfloat16", "float16")
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -93,8 +94,15 @@ class DataConfig:
         canvas_length: MDM baseline only: pad each instruction sample with EOS to this many tokens (LLaDA's SFT).
         length_grouping: batch samples of similar length together (the alternative pads each batch to
             ``max_length``, as the published code does).
-        mega_batch_factor: how many global batches are length-sorted together.
-        num_proc: processes for tokenisation.
+        mega_batch_factor: how many global batches are length-sorted together (with ``streaming``: how
+            many of a process's batches, inside one shuffle buffer).
+        num_proc: processes for tokenisation (not with ``streaming``).
+        streaming: read and tokenise the sources lazily while training (nothing is tokenised before step 1),
+            each process its own share; batches are length-grouped one shuffle buffer at a time
+            (:class:`~flexretrofit.data.streaming.LengthGroupedStream`). Evaluation samples then come from
+            the first ``eval.num_samples`` of ``eval_sources`` (a stream has no held-out split).
+        shuffle_buffer: with ``streaming``: samples each process reads, shuffles and length-groups at a
+            time, a multiple of its batch (``train.global_batch_size / processes``).
     """
 
     format: Literal["corpus", "gsm8k", "infill", "prompt_completion"] = "corpus"
@@ -108,6 +116,8 @@ class DataConfig:
     length_grouping: bool = True
     mega_batch_factor: int = 50
     num_proc: int | None = None
+    streaming: bool = False
+    shuffle_buffer: int = 8192
 
 
 @dataclass
@@ -144,6 +154,10 @@ class TrainConfig:
         save_every / log_every / keep_checkpoints: checkpoint and log cadence; keep only the newest k.
         insertion_loss_weighting: FlexMDM only: ``elbo`` (each slot's gap loss weighted by ``kappa_alpha(t)``,
             published) or ``constant`` (weight 1); see :func:`flexretrofit.diffusion.flexmdm_loss`.
+        report_to: ``tensorboard`` (``<output_dir>/tensorboard``), ``wandb`` (needs ``pip install wandb``) or
+            ``none``: where Accelerate's trackers send the train and eval metrics (``log.jsonl`` is always written).
+
+    A run refuses an ``output_dir`` that already holds files unless ``resume_from`` is set.
     """
 
     output_dir: str = "runs/default"
@@ -159,6 +173,7 @@ class TrainConfig:
     keep_checkpoints: int | None = 2
     resume_from: str | None = None
     insertion_loss_weighting: Literal["elbo", "constant"] = "elbo"
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
 @dataclass
@@ -176,10 +191,12 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    """The final model folder (``output_dir/final`` by default).
+    """The final model folder (``output_dir/final`` by default), with a model card (``README.md``).
 
-    ``lora``: ``merge`` folds adapters into the weights (a plain model folder); ``adapter`` keeps the base
-    weights and writes the adapter beside them (``adapter/``), which the same folder loads with.
+    ``lora``: ``merge`` folds adapters into the weights (a plain ``from_pretrained`` folder); ``adapter`` writes
+    only the PEFT adapter over ``model.init_from`` (``adapter_config.json`` + ``adapter_model.safetensors``) and,
+    for a FlexMDM, its new modules (``flexmdm_modules.safetensors`` + ``flexmdm_config.json``), no base weights;
+    load it with :func:`flexretrofit.training.load_adapter_export`. ``dtype``: cast before saving.
     """
 
     dir: str | None = None
@@ -250,6 +267,7 @@ _CHOICES = {
     (DataConfig, "format"): DATA_FORMATS,
     (TrainConfig, "mixed_precision"): ("no", "bf16"),
     (TrainConfig, "insertion_loss_weighting"): INSERTION_WEIGHTINGS,
+    (TrainConfig, "report_to"): REPORT_TO,
     (ExportConfig, "lora"): ("merge", "adapter"),
     (ExportConfig, "dtype"): (*DTYPES, None),
 }
@@ -474,6 +492,28 @@ def _check_source(source: DataSourceConfig, key: str) -> None:
         )
 
 
+def _check_streaming(config: RecipeConfig, world_size: int) -> None:
+    """Options that need the whole dataset (a length, a held-out split) cannot stream."""
+    data = config.data
+    per_process = config.train.global_batch_size // world_size
+    if data.shuffle_buffer < per_process or data.shuffle_buffer % per_process:
+        raise ConfigError(
+            f"data.shuffle_buffer={data.shuffle_buffer} must be a positive multiple of the per-process batch "
+            f"{per_process} (train.global_batch_size / {world_size} processes), e.g. "
+            f"{per_process * max(1, data.shuffle_buffer // per_process)}."
+        )
+    if config.eval.num_samples > 0 and not data.eval_sources:
+        raise ConfigError(
+            "data.streaming cannot hold evaluation samples out of a stream of unknown length; give "
+            "data.eval_sources (the first eval.num_samples samples are used) or set eval.num_samples=0."
+        )
+    if data.num_proc is not None:
+        raise ConfigError(
+            "data.num_proc tokenises a whole dataset up front; with data.streaming samples are tokenised as "
+            "they are read: set data.num_proc=null."
+        )
+
+
 def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int]:
     """Check a config against the data on disk, the model's length limit and ``world_size``.
 
@@ -525,6 +565,49 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
             f"train.resume_from={resume} is not a checkpoint folder (no trainer_state.json); pass one of "
             f"{train.output_dir}/checkpoints/step_*, 'latest' (the newest, if any) or null."
         )
+    check_output_dir(train)
+    check_report_to(train)
+    if config.export.lora == "adapter" and not config.lora.enabled:
+        raise ConfigError(
+            "export.lora=adapter exports a LoRA adapter; set lora.enabled=true or export.lora=merge."
+        )
     if not 0.0 <= config.optim.warmup_ratio < 1.0:
         raise ConfigError(f"optim.warmup_ratio={config.optim.warmup_ratio} must lie in [0, 1).")
-    return batch_layout(train, world_size)
+    layout = batch_layout(train, world_size)
+    if config.data.streaming:
+        _check_streaming(config, world_size)
+    if config.lora.enabled:
+        from flexretrofit.training.lora_check import check_lora_targets  # the model on the meta device
+
+        check_lora_targets(config.model, config.lora)
+    return layout
+
+
+def check_output_dir(train: TrainConfig) -> None:
+    """Refuse to start a fresh run (``resume_from: null``) in an ``output_dir`` that already holds files.
+
+    Raises:
+        ConfigError: naming the files found, ``train.resume_from`` and ``train.output_dir``.
+    """
+    out = Path(train.output_dir)
+    if train.resume_from is not None or not out.is_dir():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(
+            f"train.output_dir={out} is not empty ({shown}); pass train.resume_from=latest to continue that run, "
+            "or choose another train.output_dir (or delete the folder) to start afresh."
+        )
+
+
+def check_report_to(train: TrainConfig) -> None:
+    """``train.report_to`` names a tracker whose package is installed (Accelerate would fail later)."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(train.report_to, ())
+    if needs and not any(importlib.util.find_spec(name) for name in needs):
+        raise ConfigError(
+            f"train.report_to={train.report_to} needs the {needs[0]} package: pip install {needs[0]}, "
+            "or set train.report_to=none."
+        )

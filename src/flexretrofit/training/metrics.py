@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 
 def _format_value(value: Any) -> str:
     if isinstance(value, float):
@@ -48,7 +50,8 @@ class MetricsLogger:
         shown = " | ".join(
             f"{k} {_format_value(v)}" for k, v in values.items() if not isinstance(v, dict | list)
         )
-        print(f"[{event}] {shown}", file=self.stream, flush=True)
+        tqdm.write(f"[{event}] {shown}", file=self.stream)  # above a progress bar, if one is shown
+        self.stream.flush()
 
 
 def read_log(path: str | os.PathLike, event: str | None = None) -> list[dict[str, Any]]:

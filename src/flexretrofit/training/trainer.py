@@ -13,6 +13,8 @@ retrofit is right are easier to get right, and to read, when they are written ou
   the RNG and the step are saved with the weights and optimizer, and the noise and dropout of each
   micro-batch are seeded from (seed, step, slot), so a resumed run continues with the same losses as an
   uninterrupted one, and a 2-process run computes what a 1-process run with 2 accumulation steps does.
+  A streamed dataset (``data.streaming``) is read by each rank from its own share of the stream, and every
+  rank's position in it is saved; it resumes exactly with the same number of processes.
 
 One step, in order: take the next global batch of sample indices; keep this rank's slice; split it into
 ``accumulation`` micro-batches; noise each with its slot's collator; all-reduce the loss-token count; for
@@ -27,18 +29,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, gather_object
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, MDMCollator
+from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
-from flexretrofit.training.checkpointing import export_model, load_checkpoint, resolve_resume, save_checkpoint
-from flexretrofit.training.config import RecipeConfig, batch_layout
+from flexretrofit.training.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
+from flexretrofit.training.config import ConfigError, RecipeConfig, batch_layout, check_output_dir
+from flexretrofit.training.export import export_model
 from flexretrofit.training.metrics import MetricsLogger
+from flexretrofit.training.model_card import model_card
 from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
+from flexretrofit.training.progress import ProgressBar, flat_config
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -50,7 +56,9 @@ class Trainer:
         config: the recipe config (its ``optim``, ``train``, ``eval``, ``export`` sections are used here).
         accelerator: from :func:`~flexretrofit.training.builders.build_accelerator`.
         model: from :func:`~flexretrofit.training.builders.build_model` (not yet prepared).
-        train_dataset / eval_dataset: samples with ``input_ids``, ``prompt_mask`` and ``length``.
+        train_dataset / eval_dataset: samples with ``input_ids``, ``prompt_mask`` and ``length``; a
+            ``datasets.IterableDataset`` for training is streamed (:class:`LengthGroupedStream`, each rank
+            reading its own share, ``data.shuffle_buffer`` samples at a time).
         tokenizer: saved with the export.
         callbacks: called as ``callback(trainer, metrics)`` after every optimizer step.
     """
@@ -74,6 +82,8 @@ class Trainer:
         self.rank = accelerator.process_index
         self.micro_batch_size, self.accumulation = batch_layout(config.train, self.world_size)
         self.output_dir = Path(config.train.output_dir)
+        if accelerator.is_main_process:  # before anything is written there (the recipes check it earlier too)
+            check_output_dir(config.train)
         self.step = 0
         self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
 
@@ -112,14 +122,27 @@ class Trainer:
                 f"{self.accumulation}; remove gradient_accumulation_steps from the accelerate / DeepSpeed config."
             )
 
-        self.sampler = LengthGroupedBatchSampler(
-            train_dataset["length"],
-            config.train.global_batch_size,
-            mega_batch_factor=config.data.mega_batch_factor if config.data.length_grouping else 1,
-            seed=config.train.seed,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        mega_batch_factor = config.data.mega_batch_factor if config.data.length_grouping else 1
+        self.streaming = isinstance(train_dataset, datasets.IterableDataset)
+        if self.streaming:  # yields this rank's samples, read from its own share of the stream
+            self.sampler = LengthGroupedStream(
+                train_dataset,
+                self.micro_batch_size * self.accumulation,
+                shuffle_buffer=config.data.shuffle_buffer,
+                mega_batch_factor=mega_batch_factor,
+                seed=config.train.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+        else:  # yields this rank's slice of each global batch of sample indices
+            self.sampler = LengthGroupedBatchSampler(
+                train_dataset["length"],
+                config.train.global_batch_size,
+                mega_batch_factor=mega_batch_factor,
+                seed=config.train.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
         self.eval_batches = self._fixed_eval_batches(eval_dataset, model_config)
 
     # -- setup -------------------------------------------------------------------------------
@@ -178,27 +201,32 @@ class Trainer:
             gradient_accumulation_steps=self.accumulation,
             global_batch_size=config.global_batch_size,
             trainable_parameters=self.trainable_parameters,
-            train_samples=len(self.train_dataset),
+            train_samples=None if self.streaming else len(self.train_dataset),
             mixed_precision=config.mixed_precision,
         )
         stop = config.stop_at_step or config.max_steps
         first_step = self.step
+        if config.report_to != "none":
+            self.accelerator.init_trackers(self.output_dir.name, config=flat_config(self.config.to_dict()))
+        progress = ProgressBar(stop, initial=self.step, enabled=self.accelerator.is_main_process)
         batches = iter(self.sampler)
         metrics: dict[str, Any] = {}
         while self.step < stop:
             started = time.perf_counter()
-            indices = next(batches, None)
-            if indices is None:  # end of an epoch; the sampler moves on to the next
+            batch = next(batches, None)
+            if batch is None:  # end of an epoch (a pass over the stream); the sampler moves on to the next
                 batches = iter(self.sampler)
                 continue
-            samples = _rows(self.train_dataset, indices)
+            samples = batch if self.streaming else _rows(self.train_dataset, batch)
             micro_batches = self._noise(samples)
             metrics = self.train_step(micro_batches, num_tokens=sum(len(s["input_ids"]) for s in samples))
             self.step += 1
             metrics.update(step=self.step, step_time=time.perf_counter() - started)
             metrics["tokens_per_s"] = metrics["tokens"] / metrics["step_time"]
+            progress.update(metrics)
             if self.step % config.log_every == 0 or self.step == stop:
                 self.logger.log("train", **metrics)
+                self._track(metrics)
             if self.config.eval.every and self.step % self.config.eval.every == 0:
                 self.evaluate()
             if config.save_every and self.step % config.save_every == 0 and self.step < stop:
@@ -209,8 +237,20 @@ class Trainer:
             if self.eval_batches and not (self.config.eval.every and self.step % self.config.eval.every == 0):
                 self.evaluate()
             self.save()
+        progress.close()
         self.logger.log("end", step=self.step)
         return metrics
+
+    def _track(self, metrics: dict[str, Any], prefix: str = "train/") -> None:
+        """Send the numbers of ``metrics`` to the trackers of ``train.report_to`` (main process only)."""
+        if self.config.train.report_to == "none":
+            return
+        numbers = {
+            prefix + k: v
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        self.accelerator.log(numbers, step=self.step)
 
     def _noise(self, samples: list[dict]) -> list[dict[str, torch.Tensor]]:
         """This rank's slice of the global batch -> one noised micro-batch per accumulation slot."""
@@ -310,16 +350,18 @@ class Trainer:
             {f"eval_{name}": value / count for name, value in zip(self.objective.part_names, totals[1:-1])}
         )
         self.logger.log("eval", step=self.step, **results, eval_tokens=int(totals[-1]))
+        self._track(results, prefix="")
         self.model.train()
         return results
 
     # -- checkpoints and export --------------------------------------------------------------
 
     def trainer_state(self) -> dict[str, Any]:
+        """Everything besides weights, optimizer and RNG that exact resume needs (collective when streaming)."""
         return {
             "step": self.step,
             "scheduler": _jsonable(self.scheduler.state_dict()),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self._sampler_state(),
             "world_size": self.world_size,
             "micro_batch_size": self.micro_batch_size,
             "gradient_accumulation_steps": self.accumulation,
@@ -343,7 +385,7 @@ class Trainer:
         if state["world_size"] * state["micro_batch_size"] * state["gradient_accumulation_steps"] != (
             self.config.train.global_batch_size
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint {path} was trained with a different global batch size; resume with "
                 f"train.global_batch_size={state['world_size'] * state['micro_batch_size'] * state['gradient_accumulation_steps']}."
             )
@@ -359,16 +401,50 @@ class Trainer:
         # The optimizer state restored the learning rates already; setting them keeps every backend in sync.
         for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = lr
-        self.sampler.load_state_dict(state["sampler"])
+        self._load_sampler_state(state["sampler"], path)
         self.step = int(state["step"])
         self.logger.log("resume", step=self.step, path=str(path))
+
+    def _sampler_state(self) -> dict[str, Any]:
+        if not self.streaming:
+            return self.sampler.state_dict()  # the same on every rank
+        # Every rank reads its own share of the stream: keep each rank's position (collective gather).
+        return {"per_rank": gather_object([self.sampler.state_dict()])}
+
+    def _load_sampler_state(self, state: dict[str, Any], path: Path) -> None:
+        per_rank = state.get("per_rank")
+        if self.streaming != (per_rank is not None):
+            raise ConfigError(
+                f"checkpoint {path} was trained {'with' if per_rank is not None else 'without'} data.streaming; "
+                "resume with the same data.streaming setting."
+            )
+        if per_rank is None:
+            self.sampler.load_state_dict(state)
+            return
+        if len(per_rank) != self.world_size:
+            raise ConfigError(
+                f"checkpoint {path} streamed its data over {len(per_rank)} processes, this run has "
+                f"{self.world_size}; a streamed run resumes with the same number of processes."
+            )
+        self.sampler.load_state_dict(per_rank[self.rank])
 
     def export(self, export_dir: str | Path | None = None) -> Path:
         """Write the final model folder (``export.dir``, default ``<output_dir>/final``); collective."""
         export = self.config.export
         target = Path(export_dir or export.dir or self.output_dir / "final")
         dtype = getattr(torch, export.dtype) if export.dtype else None
-        path = export_model(self.accelerator, self.model, self.tokenizer, target, export.lora, dtype)
+        model_config = base_model(self.accelerator.unwrap_model(self.model)).config.to_dict()
+        card = model_card(self.config, self.step, export.lora, model_config)
+        path = export_model(
+            self.accelerator,
+            self.model,
+            self.tokenizer,
+            target,
+            export.lora,
+            dtype,
+            base_model_name_or_path=self.config.model.init_from,
+            model_card=card,
+        )
         self.logger.log("export", step=self.step, path=str(path), lora=export.lora)
         return path
 

@@ -1,0 +1,236 @@
+"""The final model folder: a merged model, or a PEFT adapter plus the FlexMDM's new modules; written atomically.
+
+``merge`` (LoRA folded into the weights, or no LoRA at all) writes a plain ``from_pretrained`` folder:
+``config.json``, ``model.safetensors``, the tokenizer and a model card (``README.md``).
+
+``adapter`` writes only what training changed, next to a base model named in ``adapter_config.json``:
+
+- ``adapter_config.json`` + ``adapter_model.safetensors``: the LoRA adapter, a standard PEFT adapter over the
+  checkpoint in ``model.init_from`` (``base_model_name_or_path``; ``task_type: FEATURE_EXTRACTION``, so
+  ``peft.AutoPeftModelForFeatureExtraction`` loads it onto that checkpoint through ``AutoModel``, which
+  ``import flexretrofit`` registers for LLaDA and FlexMDM). For a fresh retrofit the base is the LLaDA
+  checkpoint, so the adapter's keys are those of the LLaDA backbone.
+- ``flexmdm_modules.safetensors`` + ``flexmdm_config.json`` (FlexMDM only): the trained time embedding, AdaLN and
+  insertion head, and the FlexMDM config (schedules, sizes) they belong to.
+- the tokenizer and ``README.md``.
+
+:func:`load_adapter_export` puts the three together again. Every export is written to ``<dir>.tmp`` beside the
+target and renamed into place once complete, so an interrupted export never leaves a folder that looks done.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from peft import PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from flexretrofit.models.lora import NEW_MODULES
+
+NEW_MODULES_FILE = "flexmdm_modules.safetensors"
+FLEXMDM_CONFIG_FILE = "flexmdm_config.json"
+ADAPTER_TASK_TYPE = "FEATURE_EXTRACTION"
+_BACKBONE_PREFIX = "base_model.model.backbone."
+
+
+def _rebuild_on_meta(model: nn.Module, full_state: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model``'s architecture (PEFT wrapping included) holding ``full_state``.
+
+    Built on the meta device and filled by assignment, so no memory is spent on a random init; this is
+    how the gathered weights of a ZeRO-3 model (whose own parameters are empty shards) get a home.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    with torch.device("meta"):
+        skeleton = type(base)(base.config)
+        if isinstance(model, PeftModel):
+            skeleton = get_peft_model(skeleton, copy.deepcopy(model.peft_config["default"]))
+    missing, unexpected = skeleton.load_state_dict(full_state, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"gathered weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return skeleton
+
+
+def gather_full_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight of the prepared (possibly ZeRO-3 sharded) model, on CPU, on the main process ({} elsewhere).
+
+    Collective under DeepSpeed (ZeRO-3 gathers the 16-bit weights: set
+    ``zero3_save_16bit_model: true`` in the accelerate config).
+    """
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return {}
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def export_model(
+    accelerator: Accelerator,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None,
+    export_dir: str | os.PathLike,
+    lora_mode: str = "merge",
+    dtype: torch.dtype | None = None,
+    base_model_name_or_path: str | None = None,
+    model_card: str | None = None,
+) -> Path:
+    """Write the trained model folder (collective; the main process writes), atomically.
+
+    Args:
+        model: the prepared model (FlexMDM or LLaDA, possibly inside PEFT; see ``builders.base_model``).
+        lora_mode: ``merge`` (adapters folded into the weights) or ``adapter`` (the adapter and the new
+            modules only, over ``base_model_name_or_path``; see the module docstring).
+        dtype: cast the weights before saving (default: as trained).
+        base_model_name_or_path: the checkpoint training started from (``model.init_from``); needed for
+            ``adapter``.
+        model_card: the ``README.md`` text (see :mod:`flexretrofit.training.model_card`).
+    """
+    from flexretrofit.training.builders import base_model  # local: builders imports the data stack
+
+    export_dir = Path(export_dir)
+    full_state = gather_full_state(accelerator, model)
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        rebuilt = _rebuild_on_meta(unwrapped, full_state)
+        if dtype is not None:
+            rebuilt = rebuilt.to(dtype)
+        tmp = export_dir.with_name(export_dir.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        if lora_mode == "adapter":
+            if not isinstance(rebuilt, PeftModel):
+                raise ValueError(
+                    "export.lora=adapter needs a LoRA model; set lora.enabled=true or export.lora=merge."
+                )
+            if not base_model_name_or_path:
+                raise ValueError(
+                    "an adapter export needs base_model_name_or_path (the model.init_from checkpoint)."
+                )
+            save_adapter_export(rebuilt, tmp, base_model_name_or_path)
+        else:
+            plain = rebuilt.merge_and_unload() if isinstance(rebuilt, PeftModel) else rebuilt
+            base_model(plain).save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if model_card is not None:
+            (tmp / "README.md").write_text(model_card)
+        _replace_folder(tmp, export_dir)
+    accelerator.wait_for_everyone()
+    return export_dir
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Move the finished folder ``source`` to ``target``; an older ``target`` is moved aside, then removed.
+
+    At every instant ``target`` is either the old complete folder, absent, or the new complete folder.
+    """
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _is_llada_checkpoint(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` (folder or hub id) holds a LLaDA (not a FlexMDM) checkpoint; config only."""
+    config = Path(name_or_path) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("model_type") == "llada"
+    from transformers import AutoConfig
+
+    import flexretrofit  # noqa: F401  (registers the llada / flexmdm config classes)
+
+    return AutoConfig.from_pretrained(name_or_path).model_type == "llada"
+
+
+def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_path: str) -> None:
+    """LoRA adapter (over the base checkpoint) + the FlexMDM's trained new modules, in ``folder``."""
+    from flexretrofit.models import FlexMDMForMaskedDiffusion
+
+    adapter_state = {
+        k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items() if "lora_" in k
+    }
+    inner = peft_model.get_base_model()
+    is_flexmdm = isinstance(inner, FlexMDMForMaskedDiffusion)
+    if is_flexmdm and _is_llada_checkpoint(base_model_name_or_path):
+        # A fresh retrofit: the base checkpoint is the LLaDA backbone, so the adapter addresses its modules.
+        adapter_state = {
+            k.replace(_BACKBONE_PREFIX, "base_model.model.", 1): v for k, v in adapter_state.items()
+        }
+    local = Path(base_model_name_or_path)
+    config = copy.deepcopy(peft_model.peft_config["default"])
+    config.modules_to_save = None
+    config.inference_mode = True
+    config.task_type = ADAPTER_TASK_TYPE
+    config.base_model_name_or_path = str(local.resolve()) if local.is_dir() else base_model_name_or_path
+    config.save_pretrained(str(folder))
+    save_file(adapter_state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    if is_flexmdm:
+        flex = peft_model.unload()  # the adapters removed, the new modules' trained copies put in place
+        modules = {k: v.contiguous() for k, v in flex.state_dict().items() if k.split(".")[0] in NEW_MODULES}
+        save_file(modules, str(folder / NEW_MODULES_FILE), metadata={"format": "pt"})
+        flex.config.to_json_file(str(folder / FLEXMDM_CONFIG_FILE), use_diff=False)
+
+
+def load_adapter_export(
+    folder: str | os.PathLike, base_model: str | None = None, merge: bool = False
+) -> nn.Module:
+    """The trained model from an ``export.lora: adapter`` folder, in eval mode.
+
+    Loads the base checkpoint with the adapter through ``peft.AutoPeftModelForFeatureExtraction`` (or onto
+    ``base_model`` when given, e.g. after moving the base), then, for a FlexMDM, wraps the backbone with the
+    saved config and loads the trained new modules.
+
+    Args:
+        folder: the export folder.
+        base_model: overrides ``base_model_name_or_path`` in ``adapter_config.json``.
+        merge: fold the adapter into the base weights (a plain model, no LoRA layers).
+
+    Returns:
+        a :class:`~flexretrofit.models.FlexMDMForMaskedDiffusion` or :class:`~flexretrofit.models.LLaDAModelLM`.
+    """
+    from peft import AutoPeftModelForFeatureExtraction
+    from transformers import AutoModel
+    from transformers.initialization import no_init_weights
+
+    from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} has no adapter_config.json; pass a folder exported with export.lora=adapter."
+        )
+    if base_model is None:
+        peft_model = AutoPeftModelForFeatureExtraction.from_pretrained(str(folder))
+    else:
+        peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(base_model), str(folder))
+    inner = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
+    if not (folder / NEW_MODULES_FILE).is_file():
+        return inner.eval()
+    if isinstance(inner, FlexMDMForMaskedDiffusion):
+        model = inner
+    else:
+        config = FlexMDMConfig.from_json_file(str(folder / FLEXMDM_CONFIG_FILE))
+        with no_init_weights():  # the backbone (and its adapter) are loaded; the new modules come next
+            model = FlexMDMForMaskedDiffusion(config, backbone=inner)
+    modules = load_file(str(folder / NEW_MODULES_FILE))
+    expected = {k for k in model.state_dict() if k.split(".")[0] in NEW_MODULES}
+    if set(modules) != expected:
+        raise ValueError(
+            f"{folder / NEW_MODULES_FILE} does not match the model's new modules: missing "
+            f"{sorted(expected - set(modules))[:5]}, unexpected {sorted(set(modules) - expected)[:5]}"
+        )
+    model.load_state_dict(modules, strict=False)
+    return model.to(inner.dtype).eval()
