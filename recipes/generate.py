@@ -17,9 +17,8 @@ import sys
 import torch
 import yaml
 
-from flexretrofit import FlexGenerationConfig, MDMGenerationConfig, load_tokenizer
-from flexretrofit.models import CheckpointError, load_pretrained, read_model_type
-from flexretrofit.sampling import generate_flex, generate_mdm
+from flexretrofit.models import CheckpointError, load_pretrained, load_tokenizer, read_model_type
+from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 from flexretrofit.sampling.config import resolve_generation_config
 
 

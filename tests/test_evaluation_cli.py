@@ -3,6 +3,7 @@
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -349,6 +350,72 @@ def test_bad_infill_inputs_stop_before_the_model_with_one_line(
 ):
     line = _usage_error(cli.infill_main, _mdm_args(llada_folder, tmp_path) + extra, capsys)
     assert message in line
+
+
+MODEL_CASES = [
+    # (--model inside the folder of bad checkpoints, what the one line must say)
+    ("empty", "has no config.json; pass the folder that holds config.json"),
+    ("a_file", "a_file is a file; pass the folder that holds config.json"),
+    ("no_such", "no_such does not exist; pass the folder that holds config.json"),
+    ("broken", "config.json is not valid JSON"),
+    ("untyped", "config.json has no model_type"),
+    ("bert", "config.json model_type is 'bert'; this evaluation runs 'flexmdm' and 'llada' checkpoints"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_models")
+    (folder / "empty").mkdir()
+    (folder / "a_file").write_text("not a folder\n")
+    configs = {
+        "broken": '{"model_type": "llada",',
+        "untyped": '{"d_model": 8}',
+        "bert": '{"model_type": "bert"}',
+    }
+    for name, text in configs.items():
+        (folder / name).mkdir()
+        (folder / name / "config.json").write_text(text)
+    return folder
+
+
+def _with_model(args, model):
+    args = list(args)
+    args[args.index("--model") + 1] = str(model)
+    return args
+
+
+@pytest.mark.parametrize("model, message", MODEL_CASES)
+def test_a_bad_model_path_stops_before_the_model_with_one_line(
+    llada_folder, gsm8k_file, bad_models, tmp_path, capsys, no_model_loading, model, message
+):
+    args = _with_model(_mdm_args(llada_folder, tmp_path, gsm8k_file), bad_models / model)
+    assert message in _usage_error(cli.gsm8k_main, args, capsys)
+
+
+def test_a_hub_id_without_a_reachable_config_says_to_pass_a_folder(
+    llada_folder, gsm8k_file, tmp_path, capsys, monkeypatch, no_model_loading
+):
+    from transformers import PreTrainedConfig
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no connection")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(PreTrainedConfig, "get_config_dict", staticmethod(unreachable))
+    args = _with_model(_mdm_args(llada_folder, tmp_path, gsm8k_file), "owner/name")
+    line = _usage_error(cli.gsm8k_main, args, capsys)
+    assert "owner/name is not a local folder and its config.json could not be read from the hub" in line
+
+
+def test_a_truncated_shard_found_at_loading_is_one_line_too(llada_folder, gsm8k_file, tmp_path, capsys):
+    folder = tmp_path / "truncated"
+    shutil.copytree(llada_folder, folder)
+    shard = sorted(folder.glob("*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    args = _with_model(_mdm_args(llada_folder, tmp_path, gsm8k_file), folder)
+    line = _usage_error(cli.gsm8k_main, [*args, "--limit", "1"], capsys)
+    assert f"{shard} is incomplete or corrupt" in line
 
 
 def test_the_shipped_defaults_and_presets_pass_the_checks():

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import sys
 
 import pytest
@@ -15,7 +16,14 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import flexretrofit.lm_eval  # noqa: E402,F401  (registers the models)
-from flexretrofit.lm_eval import FlexMDMLM, LLaDAMDMLM, cut_at_stop_strings, flexmdm_elbo, mdm_elbo  # noqa: E402
+from flexretrofit.lm_eval import (  # noqa: E402
+    FlexMDMLM,
+    LLaDAMDMLM,
+    LMEvalSetupError,
+    cut_at_stop_strings,
+    flexmdm_elbo,
+    mdm_elbo,
+)
 from flexretrofit.lm_eval.__main__ import main  # noqa: E402
 from flexretrofit.lm_eval.models import mdm_lengths  # noqa: E402
 from flexretrofit.testing import (  # noqa: E402
@@ -319,3 +327,22 @@ def test_bad_model_arguments_fail_before_loading(tokenizer, llada, checkpoints):
         LLaDAMDMLM(pretrained=checkpoints["llada"], batch_size="auto")
     with pytest.raises(ValueError, match="use --model flexmdm"):
         LLaDAMDMLM(pretrained=checkpoints["flexmdm"])
+
+
+def test_bad_checkpoints_and_dtypes_fail_with_one_clear_error(checkpoints, tmp_path):
+    with pytest.raises(LMEvalSetupError, match=r"dtype='float8' is not a torch dtype; use auto"):
+        LLaDAMDMLM(pretrained=checkpoints["llada"], dtype="float8")
+    with pytest.raises(FileNotFoundError, match="has no config.json; pass the folder that holds config.json"):
+        LLaDAMDMLM(pretrained=str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "llada",')
+    with pytest.raises(LMEvalSetupError, match="config.json is not valid JSON"):
+        LLaDAMDMLM(pretrained=str(tmp_path))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(checkpoints["llada"], truncated)
+    shard = sorted(truncated.glob("*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(LMEvalSetupError) as error:
+        LLaDAMDMLM(pretrained=str(truncated))
+    assert f"{shard} is incomplete or corrupt" in str(error.value)
+    model = LLaDAMDMLM(pretrained=checkpoints["llada"], dtype="bfloat16", device="cpu")
+    assert type(model.model).__name__ == "LLaDAModelLM" and model.model.dtype == torch.bfloat16

@@ -2,10 +2,11 @@
 shard and unreadable JSON each fail at once with one message naming the file and what to do."""
 
 import json
+import re
 
 import pytest
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from flexretrofit.models import (
     CheckpointError,
@@ -13,6 +14,7 @@ from flexretrofit.models import (
     LLaDAModelLM,
     load_pretrained,
     read_model_type,
+    resolve_dtype,
 )
 from flexretrofit.models.checkpoint import check_safetensors_file
 from flexretrofit.testing import save_tiny_llada_checkpoint, tiny_flexmdm
@@ -138,3 +140,42 @@ def test_read_model_type_and_load_pretrained_dispatch(llada_folder, flex_folder,
         load_pretrained(flex_folder)
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         read_model_type(tmp_path)
+
+
+def test_read_model_type_says_what_is_wrong_with_the_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder\n")
+    with pytest.raises(FileNotFoundError, match="a_file is a file; pass the folder that holds config.json"):
+        read_model_type(tmp_path / "a_file")
+    with pytest.raises(FileNotFoundError, match="checkpoint folder runs/none/final does not exist"):
+        read_model_type("runs/none/final")
+    (tmp_path / "config.json").write_text('{"model_type": "llada",')
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        read_model_type(tmp_path)
+    (tmp_path / "config.json").write_text('{"d_model": 8}')
+    with pytest.raises(CheckpointError, match="config.json has no model_type"):
+        read_model_type(tmp_path)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(PreTrainedConfig, "get_config_dict", staticmethod(unreachable))
+    with pytest.raises(
+        CheckpointError, match="owner/name is not a local folder and its config.json could not"
+    ):
+        read_model_type("owner/name")
+
+
+def test_resolve_dtype_takes_auto_and_dtype_names_and_refuses_the_rest(monkeypatch):
+    assert resolve_dtype("auto", "cpu") is torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+    assert resolve_dtype("torch.float16", "cpu") is torch.float16
+    assert resolve_dtype(torch.bfloat16, "cpu") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_dtype("auto", "cuda:0") is torch.bfloat16
+    assert resolve_dtype("auto", "cpu") is torch.float32  # bf16 "auto" is for GPUs only
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_dtype("auto", "cuda") is torch.float32
+    for name in ("zeros", "float8", "cuda", ""):  # torch attributes that are not dtypes, and no name
+        with pytest.raises(ValueError, match=re.escape(f"dtype={name!r} is not a torch dtype; use auto")):
+            resolve_dtype(name, "cpu")

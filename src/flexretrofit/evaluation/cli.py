@@ -29,19 +29,14 @@ from flexretrofit.evaluation.harness import (
     run_benchmark,
 )
 from flexretrofit.evaluation.inputs import build_benchmark, load_items
-from flexretrofit.evaluation.model_loading import (
-    check_model,
-    load_eval_tokenizer,
-    load_model,
-    read_model_type,
-    resolve_dtype,
-)
+from flexretrofit.evaluation.model_loading import check_model, load_eval_tokenizer, load_model
 from flexretrofit.evaluation.options import GSM8K, INFILL, NOT_IN_FINGERPRINT
 from flexretrofit.evaluation.processes import environment_info, process_layout
 from flexretrofit.evaluation.results import ResultsFileError
 from flexretrofit.evaluation.settings import EvalConfigError, build_sampler_config, resolve_settings
+from flexretrofit.models import resolve_dtype
 
-__all__ = ["evaluate", "gsm8k_main", "infill_main", "load_model", "main", "read_model_type"]
+__all__ = ["evaluate", "gsm8k_main", "infill_main", "load_model", "main"]
 logger = logging.getLogger(__name__)
 # Mistakes in what the user passed: reported as one line with exit code 2 (never a traceback).
 USER_ERRORS = (EvalConfigError, RunConfigMismatch, ResultsFileError, FileNotFoundError)

@@ -7,7 +7,6 @@ weights are read; :func:`load_model` then loads the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,53 +15,29 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.evaluation.settings import EvalConfigError
+from flexretrofit.models import (
+    CheckpointError,
+    FlexMDMForMaskedDiffusion,
+    load_pretrained,
+    load_tokenizer,
+    read_model_type,
+)
 
 MODEL_TYPES = ("flexmdm", "llada")
-
-
-def read_model_config(path: str) -> dict[str, Any]:
-    """A checkpoint's ``config.json`` (local folder, or fetched from the hub) as a dict."""
-    local = Path(path)
-    if local.exists():
-        config_path = local / "config.json"
-        if not config_path.is_file():
-            raise EvalConfigError(
-                f"{path} has no config.json; pass the checkpoint folder that holds config.json"
-            )
-    else:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            config_path = Path(hf_hub_download(str(path), "config.json"))
-        except Exception as error:  # offline, unknown repo: both mean "pass a local folder"
-            raise EvalConfigError(
-                f"{path} is not a local folder and its config.json could not be fetched from the hub "
-                f"({type(error).__name__}); pass a local checkpoint folder"
-            ) from error
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EvalConfigError(
-            f"{config_path} is not valid JSON ({error}); pass a checkpoint folder"
-        ) from None
-    if not isinstance(config, dict):
-        raise EvalConfigError(f"{config_path} does not hold a JSON object; pass a checkpoint folder")
-    return config
-
-
-def read_model_type(path: str) -> str:
-    """``model_type`` from a checkpoint's config.json (local folder, or fetched from the hub)."""
-    return str(read_model_config(path).get("model_type"))
 
 
 def check_model(path: str, *, sampler: str, fresh_retrofit: bool = False) -> str:
     """The checkpoint's ``model_type``, after checking that ``sampler`` can run it (config.json only).
 
     Raises:
-        EvalConfigError: not a FlexMDM or LLaDA checkpoint, or a LLaDA with the flexible-length sampler
-            and no ``fresh_retrofit``.
+        FileNotFoundError: a local path that is not a folder with config.json.
+        EvalConfigError: config.json unreadable or not reachable on the hub, not a FlexMDM or LLaDA
+            checkpoint, or a LLaDA with the flexible-length sampler and no ``fresh_retrofit``.
     """
-    model_type = read_model_type(path)
+    try:
+        model_type = read_model_type(path)
+    except CheckpointError as error:  # unreadable config.json, no model_type, hub not reachable
+        raise EvalConfigError(str(error)) from None
     if model_type not in MODEL_TYPES:
         raise EvalConfigError(
             f"{path}: config.json model_type is {model_type!r}; this evaluation runs 'flexmdm' and 'llada' checkpoints"
@@ -78,8 +53,6 @@ def check_model(path: str, *, sampler: str, fresh_retrofit: bool = False) -> str
 
 def load_eval_tokenizer(path: str, model_path: str) -> PreTrainedTokenizerBase:
     """The tokenizer at ``path``, checked against the mask id in ``model_path``'s config.json."""
-    from flexretrofit.models import load_tokenizer
-
     try:
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as error:  # no tokenizer files there, or no mask token
@@ -110,14 +83,6 @@ def _config_mask_id(path: str) -> int | None:
         ) from error
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``"auto"``: bfloat16 on a GPU that has it, else float32; otherwise the named dtype."""
-    if name == "auto":
-        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else torch.float32
-    return getattr(torch, name)
-
-
 def load_model(
     path: str,
     *,
@@ -132,19 +97,20 @@ def load_model(
     A ``flexmdm`` checkpoint runs with either sampler. A ``llada`` checkpoint runs with the MDM sampler;
     with ``sampler="flex"`` only when ``fresh_retrofit`` asks for an untrained retrofit of it (new
     modules from ``seed``): useful for smoke tests and demos, not for results.
-    """
-    from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
 
+    Raises:
+        FileNotFoundError / EvalConfigError: as :func:`check_model`, or a checkpoint whose weights cannot
+            be loaded (:class:`~flexretrofit.models.CheckpointError`, one line naming the file).
+    """
     model_type = check_model(path, sampler=sampler, fresh_retrofit=fresh_retrofit)
-    retrofitted = False
-    if model_type == "flexmdm":
-        model = FlexMDMForMaskedDiffusion.from_pretrained(path, dtype=dtype)
-    else:
-        model = LLaDAModelLM.from_pretrained(path, dtype=dtype)
-        if sampler == "flex":
-            torch.manual_seed(seed)
-            model = FlexMDMForMaskedDiffusion.from_llada(model)
-            retrofitted = True
+    try:
+        model = load_pretrained(path, dtype=dtype)
+    except CheckpointError as error:  # a missing config field, a truncated shard, keys that do not match
+        raise EvalConfigError(str(error)) from None
+    retrofitted = model_type == "llada" and sampler == "flex"
+    if retrofitted:
+        torch.manual_seed(seed)
+        model = FlexMDMForMaskedDiffusion.from_llada(model)
     model = model.to(device).eval()
     info = {
         "path": str(path),

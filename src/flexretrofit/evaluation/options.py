@@ -20,20 +20,19 @@ GSM8K = "gsm8k"
 INFILL = "humaneval_infill"
 BENCHMARKS = (GSM8K, INFILL)
 
+# The published choices of confidence and window of the flexible-length sampler (method doc, section 7).
+_PUBLISHED_FLEX: dict[str, dict[str, Any]] = {
+    GSM8K: {"confidence": "prob_diff", "sliding_window": False},
+    INFILL: {"confidence": "top_prob", "sliding_window": True, "window_scale": 15.0, "max_window": 32},
+}
 # Sampler settings without a preset: the published choices of confidence and window, few steps.
 DEFAULT_SAMPLER_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     GSM8K: {
-        "flex": {"steps": 64, "confidence": "prob_diff", "sliding_window": False},
+        "flex": {"steps": 64, **_PUBLISHED_FLEX[GSM8K]},
         "mdm": {"steps": 64, "gen_length": 128, "block_length": 32},
     },
     INFILL: {
-        "flex": {
-            "steps": 64,
-            "confidence": "top_prob",
-            "sliding_window": True,
-            "window_scale": 15.0,
-            "max_window": 32,
-        },
+        "flex": {"steps": 64, **_PUBLISHED_FLEX[INFILL]},
         "mdm": {"steps": 32, "gen_length": 32, "block_length": 32},
     },
 }
@@ -42,17 +41,11 @@ DEFAULT_SAMPLER_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "published": {
         GSM8K: {
-            "flex": {"steps": 256, "confidence": "prob_diff", "sliding_window": False},
+            "flex": {"steps": 256, **_PUBLISHED_FLEX[GSM8K]},
             "mdm": {"steps": 256, "gen_length": 256, "block_length": 32},
         },
         INFILL: {
-            "flex": {
-                "steps": 4096,
-                "confidence": "top_prob",
-                "sliding_window": True,
-                "window_scale": 15.0,
-                "max_window": 32,
-            },
+            "flex": {"steps": 4096, **_PUBLISHED_FLEX[INFILL]},
             "mdm": {"steps": 64, "gen_length": 64, "block_length": 64},
         },
     },

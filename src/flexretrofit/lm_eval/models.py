@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +32,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo, pair_seed
+from flexretrofit.models import (
+    CheckpointError,
+    load_pretrained,
+    load_tokenizer,
+    read_model_type,
+    resolve_dtype,
+)
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 
 logger = logging.getLogger(__name__)
@@ -68,38 +74,6 @@ def build_generation_config(
             f"{unknown} are not settings of the {sampler} sampler; it takes {', '.join(config_class.sampler_fields)}"
         )
     return config_class(**settings)
-
-
-def read_model_type(path: str) -> str:
-    """``model_type`` from a checkpoint's config.json (a local folder, or a hub id through the hub cache)."""
-    folder = Path(path)
-    if folder.exists():
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise LMEvalSetupError(
-                f"{path} has no config.json; pass the checkpoint folder that holds config.json"
-            )
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            config_path = Path(hf_hub_download(path, "config.json"))
-        except Exception as error:  # offline or unknown id: both mean "pass a local folder"
-            raise LMEvalSetupError(
-                f"{path} is not a local folder and its config.json could not be fetched "
-                f"({type(error).__name__}); pass a local checkpoint folder"
-            ) from None
-    return str(json.loads(config_path.read_text(encoding="utf-8")).get("model_type"))
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bfloat16 on a GPU that supports it, else float32; otherwise a torch dtype name."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise LMEvalSetupError(f"dtype={name!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
-    return dtype
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -191,22 +165,24 @@ class _DiffusionLM(LM):
         return settings
 
     def _load_model(self, path: str, dtype_name: str) -> nn.Module:
-        from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
-
-        dtype = resolve_dtype(str(dtype_name), self._device)
-        model_type = read_model_type(path)
+        try:
+            dtype = resolve_dtype(dtype_name, self._device)
+            model_type = read_model_type(path)  # FileNotFoundError for a folder without config.json
+        except ValueError as error:  # not a dtype; config.json unreadable or not on the hub (CheckpointError)
+            raise LMEvalSetupError(str(error)) from None
         if model_type != self.checkpoint_type:
             other = {"flexmdm": "flexmdm", "llada": "llada_mdm"}.get(model_type)
             hint = f"; use --model {other}" if other else ""
             raise LMEvalSetupError(
                 f"{path} is a {model_type!r} checkpoint, this model loads {self.checkpoint_type!r} ones{hint}"
             )
-        model_class = FlexMDMForMaskedDiffusion if model_type == "flexmdm" else LLaDAModelLM
-        return model_class.from_pretrained(path, dtype=dtype).to(self._device).eval()
+        try:
+            model = load_pretrained(path, dtype=dtype)
+        except CheckpointError as error:  # a missing config field, a truncated shard, keys that do not match
+            raise LMEvalSetupError(str(error)) from None
+        return model.to(self._device).eval()
 
     def _load_tokenizer(self, path: str) -> PreTrainedTokenizerBase:
-        from flexretrofit.models import load_tokenizer
-
         return load_tokenizer(path)
 
     # ---------------------------------------------------------------- text <-> ids

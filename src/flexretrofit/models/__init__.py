@@ -3,7 +3,7 @@
 from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion, FlexMDMOutput
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, LLaDAOutput
-from flexretrofit.models.pretrained import load_pretrained
+from flexretrofit.models.pretrained import load_pretrained, resolve_dtype
 from flexretrofit.models.tokenizer import load_tokenizer, prepare_tokenizer
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "load_tokenizer",
     "prepare_tokenizer",
     "read_model_type",
+    "resolve_dtype",
 ]

@@ -98,16 +98,8 @@ def read_model_type(path: str | os.PathLike, **download_kwargs) -> str:
         CheckpointError: config.json unreadable, without ``model_type``, or not reachable on the hub.
     """
     if is_local_path(path):
-        folder = Path(path) / (download_kwargs.get("subfolder") or "")
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
-            )
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
-            )
-        config, source = read_json(folder / "config.json"), str(folder / "config.json")
+        config_file = _config_file(Path(path) / (download_kwargs.get("subfolder") or ""))
+        config, source = read_json(config_file), str(config_file)
     else:
         config, source = _hub_config(path, download_kwargs), f"config.json of {path}"
         if config is None:
@@ -119,6 +111,19 @@ def read_model_type(path: str | os.PathLike, **download_kwargs) -> str:
     if not isinstance(model_type, str):
         raise CheckpointError(f"{source} has no model_type; it is not a transformers checkpoint config")
     return model_type
+
+
+def _config_file(folder: Path) -> Path:
+    """``folder / "config.json"``; a FileNotFoundError saying what to pass when there is none."""
+    if not folder.is_dir():
+        problem = f"{folder} is a file" if folder.exists() else f"checkpoint folder {folder} does not exist"
+        raise FileNotFoundError(f"{problem}; pass the folder that holds config.json")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
+        )
+    return config_file
 
 
 def _hub_config(path: str | os.PathLike, download_kwargs: dict[str, Any]) -> dict | None:
@@ -184,16 +189,9 @@ def read_json(file: Path) -> dict:
 def check_checkpoint_folder(path: str | os.PathLike) -> None:
     """Fail early, naming the file, when a local checkpoint folder is incomplete. Hub ids pass through."""
     folder = Path(path)
-    if not folder.is_dir():
-        if is_local_path(path):
-            raise FileNotFoundError(
-                f"checkpoint folder {folder} does not exist; pass the folder that holds config.json"
-            )
+    if not folder.is_dir() and not is_local_path(path):
         return
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"checkpoint folder {folder} has no config.json; pass the folder that holds config.json"
-        )
+    _config_file(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         missing = [s for s in _index_shards(index) if not (folder / s).is_file()]
