@@ -2,7 +2,10 @@
 
 import json
 import math
+import os
+import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -346,3 +349,44 @@ def test_bad_checkpoints_and_dtypes_fail_with_one_clear_error(checkpoints, tmp_p
     assert f"{shard} is incomplete or corrupt" in str(error.value)
     model = LLaDAMDMLM(pretrained=checkpoints["llada"], dtype="bfloat16", device="cpu")
     assert type(model.model).__name__ == "LLaDAModelLM" and model.model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            "missing",
+            r"has no tokenizer files \(tokenizer.json or tokenizer_config.json\); pass tokenizer=PATH",
+        ),
+        ("broken", r"could not load a tokenizer from .*broken \(JSONDecodeError: .*\); pass tokenizer=PATH"),
+    ],
+)
+def test_a_checkpoint_without_a_usable_tokenizer_is_one_line_and_exit_2(
+    checkpoints, task_dir, tmp_path, damage, message
+):
+    folder = tmp_path / damage
+    shutil.copytree(checkpoints["llada"], folder)
+    if damage == "missing":
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            (folder / name).unlink(missing_ok=True)
+    else:
+        (folder / "tokenizer_config.json").write_text('{"tokenizer_class":')
+    with pytest.raises(LMEvalSetupError, match=message):
+        LLaDAMDMLM(pretrained=str(folder), device="cpu")
+    if damage == "missing":
+        return  # one run of the command line is enough: both mistakes take the same way out
+    # The command line, in its own process (as a user runs it): one line on stderr, exit 2, no traceback.
+    args = ["--model", "llada_mdm", "--model_args", f"pretrained={folder}", "--tasks", "tiny_gen"]
+    args += ["--include_path", str(task_dir), "--device", "cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flexretrofit.lm_eval", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (last,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert re.search(message, last) and done.stderr.rstrip().endswith(last)

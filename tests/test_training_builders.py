@@ -20,6 +20,7 @@ from flexretrofit.training import (
     config_from_dict,
 )
 from flexretrofit.training.builders import is_new_module_parameter
+from flexretrofit.training.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,15 @@ def _lrs(scheduler, steps):
         scheduler.optimizer.step()
         scheduler.step()
     return out
+
+
+def test_a_checkpoint_config_without_model_type_is_a_config_error(tiny, tmp_path):
+    folder = tmp_path / "no_type"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"d_model": 64}))
+    cfg = config(tiny, model={"init_from": str(folder)})
+    with pytest.raises(ConfigError, match=r"model.init_from: .*config.json has no model_type"):
+        build_model(cfg.model, cfg.lora)
 
 
 def test_the_schedule_is_transformers_cosine_with_its_warmup():

@@ -1,5 +1,6 @@
 """Checkpoint files, which checkpoints resume, and the export: merged and adapter folders, model cards, atomic writes."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from transformers.initialization import no_init_weights
 
 from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion, LLaDAModelLM
+from flexretrofit.sampling import FlexGenerationConfig
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
@@ -23,6 +25,7 @@ from flexretrofit.training import (
     config_from_dict,
     list_checkpoints,
 )
+from flexretrofit.training.builders import base_model
 from flexretrofit.training.checkpointing import checkpoint_problem, resolve_resume
 from flexretrofit.training.export import NEW_MODULES_FILE, load_adapter_export
 from flexretrofit.training.model_card import model_card
@@ -127,6 +130,27 @@ def test_adapter_export_holds_only_the_adapter_and_new_modules(trained, tiny, tm
     merged = load_adapter_export(folder, merge=True)
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert_same_predictions(merged, batch, reference)
+
+
+def test_exports_carry_the_trained_models_generation_config(trained, tmp_path):
+    """The export rebuilds the model on the meta device; its sampler settings still come from the trained one."""
+    trainer, _ = trained
+    generation_config = base_model(trainer.accelerator.unwrap_model(trainer.model)).generation_config
+    default = FlexGenerationConfig()
+    saved = copy.deepcopy(generation_config)
+    steps, confidence = default.steps + 7, "entropy" if default.confidence != "entropy" else "position"
+    generation_config.update(steps=steps, confidence=confidence)
+    try:
+        trainer.config.export.lora = "merge"
+        merged = FlexMDMForMaskedDiffusion.from_pretrained(trainer.export(tmp_path / "merged"))
+        trainer.config.export.lora = "adapter"
+        folder = trainer.export(tmp_path / "adapter")
+    finally:
+        base_model(trainer.accelerator.unwrap_model(trainer.model)).generation_config = saved
+    assert (merged.generation_config.steps, merged.generation_config.confidence) == (steps, confidence)
+    for loaded in (load_adapter_export(folder), load_adapter_export(folder, merge=True)):
+        assert isinstance(loaded.generation_config, FlexGenerationConfig)
+        assert (loaded.generation_config.steps, loaded.generation_config.confidence) == (steps, confidence)
 
 
 def test_adapter_export_loads_with_auto_peft_model(trained, tmp_path):

@@ -11,6 +11,7 @@ import yaml
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import lora_check
+from flexretrofit.training.cli import run_recipe
 from flexretrofit.training.config import (
     ConfigError,
     TrainConfig,
@@ -256,3 +257,31 @@ def test_a_nonempty_output_dir_needs_resume_from(tiny, tmp_path):
         validate_config(config_from_dict(values), world_size=1)
     values["train"]["resume_from"] = "latest"
     validate_config(config_from_dict(values), world_size=1)
+
+
+@pytest.mark.parametrize(
+    "config_text, error, message",
+    [
+        (None, FileNotFoundError, r"model.init_from: checkpoint folder .*checkpoint has no config.json"),
+        ("{not json", ConfigError, r"model.init_from: .*config.json is not valid JSON"),
+        ('{"d_model": 64}', ConfigError, r"model.init_from: .*config.json has no model_type"),
+    ],
+)
+def test_an_unreadable_init_from_config_is_one_line_and_exit_2(
+    tiny, tmp_path, capsys, config_text, error, message
+):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    if config_text is not None:
+        (folder / "config.json").write_text(config_text)
+    values = tiny_values(tiny, tmp_path / "run")
+    values["model"]["init_from"] = str(folder)
+    with pytest.raises(error, match=message):
+        validate_config(config_from_dict(values), world_size=1)
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump(values))
+    recipe = runpy.run_path(str(REPO / "recipes" / "retrofit_llada.py"))
+    assert run_recipe(recipe["main"], ["--config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.init_from: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 256
 # Arguments lm-eval may pass that have no meaning here.
 _IGNORED_ARGS = ("trust_remote_code", "max_batch_size")
+# A local tokenizer folder holds at least one of these.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 class LMEvalSetupError(ValueError):
@@ -128,12 +131,13 @@ class _DiffusionLM(LM):
                 raise LMEvalSetupError("with a model object as pretrained, pass its tokenizer object too")
             self.model = pretrained.to(self._device).eval()
             self.tokenizer = tokenizer
-        else:
-            self.model = self._load_model(str(pretrained), dtype)
+        else:  # the cheap checks (config.json, tokenizer) before the weights load
+            torch_dtype = self._check_checkpoint(str(pretrained), dtype)
             if isinstance(tokenizer, PreTrainedTokenizerBase):
                 self.tokenizer = tokenizer
             else:
                 self.tokenizer = self._load_tokenizer(str(tokenizer or pretrained))
+            self.model = self._load_model(str(pretrained), torch_dtype)
         if self.tokenizer.mask_token_id != self.model.config.mask_token_id:
             raise LMEvalSetupError(
                 f"the tokenizer's mask id {self.tokenizer.mask_token_id} is not the model's "
@@ -164,7 +168,8 @@ class _DiffusionLM(LM):
             raise LMEvalSetupError(f"model_args: {error}") from None
         return settings
 
-    def _load_model(self, path: str, dtype_name: str) -> nn.Module:
+    def _check_checkpoint(self, path: str, dtype_name: str) -> torch.dtype:
+        """The dtype to load ``path`` in, once its config.json names the model type this class loads."""
         try:
             dtype = resolve_dtype(dtype_name, self._device)
             model_type = read_model_type(path)  # FileNotFoundError for a folder without config.json
@@ -176,6 +181,9 @@ class _DiffusionLM(LM):
             raise LMEvalSetupError(
                 f"{path} is a {model_type!r} checkpoint, this model loads {self.checkpoint_type!r} ones{hint}"
             )
+        return dtype
+
+    def _load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
         try:
             model = load_pretrained(path, dtype=dtype)
         except CheckpointError as error:  # a missing config field, a truncated shard, keys that do not match
@@ -183,7 +191,20 @@ class _DiffusionLM(LM):
         return model.to(self._device).eval()
 
     def _load_tokenizer(self, path: str) -> PreTrainedTokenizerBase:
-        return load_tokenizer(path)
+        """The tokenizer at ``path``; missing or broken tokenizer files are one :class:`LMEvalSetupError`."""
+        advice = "pass tokenizer=PATH (the model's tokenizer folder or hub id) in --model_args"
+        folder = Path(path)
+        if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+            raise LMEvalSetupError(
+                f"{path} has no tokenizer files ({' or '.join(_TOKENIZER_FILES)}); {advice}"
+            )
+        try:
+            return load_tokenizer(path)
+        except (OSError, ValueError, KeyError) as error:  # files absent on the hub, unreadable, no mask token
+            detail = " ".join(str(error).split())[:200]
+            raise LMEvalSetupError(
+                f"could not load a tokenizer from {path} ({type(error).__name__}: {detail}); {advice}"
+            ) from None
 
     # ---------------------------------------------------------------- text <-> ids
     @property

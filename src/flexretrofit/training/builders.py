@@ -6,7 +6,6 @@ the recipe decides the order, the :class:`~flexretrofit.training.trainer.Trainer
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -38,6 +37,7 @@ from flexretrofit.training.config import (
     OptimConfig,
     RecipeConfig,
     check_report_to,
+    init_from_model_type,
 )
 
 
@@ -71,11 +71,6 @@ def build_tokenizer(model: ModelConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(model.tokenizer or model.init_from)
 
 
-def _checkpoint_model_type(init_from: str) -> str | None:
-    config = Path(init_from) / "config.json"
-    return json.loads(config.read_text()).get("model_type") if config.is_file() else None
-
-
 def build_model(model: ModelConfig, lora: LoRAConfig, seed: int = 0) -> nn.Module:
     """The model to train, with activation checkpointing and LoRA as configured.
 
@@ -90,7 +85,7 @@ def build_model(model: ModelConfig, lora: LoRAConfig, seed: int = 0) -> nn.Modul
     set_seed(seed)
     dtype = getattr(torch, model.dtype)
     if model.kind == "flexmdm":
-        if _checkpoint_model_type(model.init_from) == "flexmdm":
+        if init_from_model_type(model) == "flexmdm":
             if model.flex_config:
                 raise ConfigError(
                     f"model.flex_config only configures a fresh retrofit, but {model.init_from} is already a FlexMDM "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import types
 import typing
@@ -425,31 +424,33 @@ def batch_layout(train: TrainConfig, world_size: int) -> tuple[int, int]:
     return micro, accumulation
 
 
+def init_from_model_type(model: ModelConfig) -> str:
+    """``model_type`` of the ``model.init_from`` checkpoint, from its config.json only (no weights).
+
+    Raises:
+        FileNotFoundError: a local path that is not a folder with config.json.
+        ConfigError: config.json unreadable or without ``model_type``, or a hub id whose config cannot be read.
+    """
+    from flexretrofit.models.checkpoint import CheckpointError, read_model_type
+
+    try:
+        return read_model_type(model.init_from)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"model.init_from: {error}") from None
+    except CheckpointError as error:
+        raise ConfigError(f"model.init_from: {error}") from None
+
+
 def model_length_limit(model: ModelConfig) -> int:
     """The longest sequence the model can train on, read from ``init_from``'s config only (no weights).
 
     A LLaDA backbone retrofitted as a FlexMDM gives up one position to the appended slot; an MDM uses all
     ``max_sequence_length``; a saved FlexMDM states its ``max_length``.
     """
-    from transformers import AutoConfig
+    from transformers import PreTrainedConfig
 
-    import flexretrofit  # noqa: F401  (registers the llada / flexmdm config classes)
-
-    local = Path(model.init_from)
-    if local.exists() and not (local / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model.init_from={model.init_from} has no config.json; pass the checkpoint folder that holds it."
-        )
-    if not local.exists() and model.init_from.startswith((".", "/", "~")):
-        raise FileNotFoundError(
-            f"model.init_from={model.init_from} does not exist; pass a checkpoint folder or hub id."
-        )
-    if local.is_dir():
-        config = json.loads((local / "config.json").read_text())
-        model_type = config.get("model_type")
-    else:
-        loaded = AutoConfig.from_pretrained(model.init_from)
-        config, model_type = loaded.to_dict(), loaded.model_type
+    model_type = init_from_model_type(model)
+    config, _ = PreTrainedConfig.get_config_dict(model.init_from)  # its config.json, checked just above
     if model_type == "flexmdm":
         if model.kind != "flexmdm":
             raise ConfigError(

@@ -1,7 +1,8 @@
 """The final model folder: a merged model, or a PEFT adapter plus the FlexMDM's new modules; written atomically.
 
 ``merge`` (LoRA folded into the weights, or no LoRA at all) writes a plain ``from_pretrained`` folder:
-``config.json``, ``model.safetensors``, the tokenizer and a model card (``README.md``).
+``config.json``, ``model.safetensors``, ``generation_config.json`` (the trained model's sampler settings,
+``model.generation_config``), the tokenizer and a model card (``README.md``).
 
 ``adapter`` writes only what training changed, next to a base model named in ``adapter_config.json``:
 
@@ -12,16 +13,15 @@
   checkpoint, so the adapter's keys are those of the LLaDA backbone.
 - ``flexmdm_modules.safetensors`` + ``flexmdm_config.json`` (FlexMDM only): the trained time embedding, AdaLN and
   insertion head, and the FlexMDM config (schedules, sizes) they belong to.
-- the tokenizer and ``README.md``.
+- ``generation_config.json`` (the trained model's sampler settings), the tokenizer and ``README.md``.
 
-:func:`load_adapter_export` puts the three together again. Every export is written to ``<dir>.tmp`` beside the
+:func:`load_adapter_export` puts them together again. Every export is written to ``<dir>.tmp`` beside the
 target and renamed into place once complete, so an interrupted export never leaves a folder that looks done.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 from pathlib import Path
@@ -32,8 +32,11 @@ from peft import PeftModel, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.utils import GENERATION_CONFIG_NAME
 
+from flexretrofit.models.checkpoint import read_model_type
 from flexretrofit.models.lora import NEW_MODULES
+from flexretrofit.sampling.config import load_generation_config
 
 NEW_MODULES_FILE = "flexmdm_modules.safetensors"
 FLEXMDM_CONFIG_FILE = "flexmdm_config.json"
@@ -45,11 +48,13 @@ def _rebuild_on_meta(model: nn.Module, full_state: dict[str, torch.Tensor]) -> n
     """A copy of ``model``'s architecture (PEFT wrapping included) holding ``full_state``.
 
     Built on the meta device and filled by assignment, so no memory is spent on a random init; this is
-    how the gathered weights of a ZeRO-3 model (whose own parameters are empty shards) get a home.
+    how the gathered weights of a ZeRO-3 model (whose own parameters are empty shards) get a home. The
+    copy carries ``model``'s sampler ``generation_config`` (a fresh one would hold the library defaults).
     """
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     with torch.device("meta"):
         skeleton = type(base)(base.config)
+        skeleton.generation_config = copy.deepcopy(base.generation_config)
         if isinstance(model, PeftModel):
             skeleton = get_peft_model(skeleton, copy.deepcopy(model.peft_config["default"]))
     missing, unexpected = skeleton.load_state_dict(full_state, strict=False, assign=True)
@@ -143,18 +148,6 @@ def _replace_folder(source: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def _is_llada_checkpoint(name_or_path: str) -> bool:
-    """Whether ``name_or_path`` (folder or hub id) holds a LLaDA (not a FlexMDM) checkpoint; config only."""
-    config = Path(name_or_path) / "config.json"
-    if config.is_file():
-        return json.loads(config.read_text()).get("model_type") == "llada"
-    from transformers import AutoConfig
-
-    import flexretrofit  # noqa: F401  (registers the llada / flexmdm config classes)
-
-    return AutoConfig.from_pretrained(name_or_path).model_type == "llada"
-
-
 def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_path: str) -> None:
     """LoRA adapter (over the base checkpoint) + the FlexMDM's trained new modules, in ``folder``."""
     from flexretrofit.models import FlexMDMForMaskedDiffusion
@@ -164,7 +157,7 @@ def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_
     }
     inner = peft_model.get_base_model()
     is_flexmdm = isinstance(inner, FlexMDMForMaskedDiffusion)
-    if is_flexmdm and _is_llada_checkpoint(base_model_name_or_path):
+    if is_flexmdm and read_model_type(base_model_name_or_path) == "llada":
         # A fresh retrofit: the base checkpoint is the LLaDA backbone, so the adapter addresses its modules.
         adapter_state = {
             k.replace(_BACKBONE_PREFIX, "base_model.model.", 1): v for k, v in adapter_state.items()
@@ -182,6 +175,7 @@ def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_
         modules = {k: v.contiguous() for k, v in flex.state_dict().items() if k.split(".")[0] in NEW_MODULES}
         save_file(modules, str(folder / NEW_MODULES_FILE), metadata={"format": "pt"})
         flex.config.to_json_file(str(folder / FLEXMDM_CONFIG_FILE), use_diff=False)
+    inner.generation_config.save_pretrained(str(folder))  # the trained model's sampler settings
 
 
 def load_adapter_export(
@@ -218,7 +212,7 @@ def load_adapter_export(
         peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(base_model), str(folder))
     inner = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     if not (folder / NEW_MODULES_FILE).is_file():
-        return inner.eval()
+        return _with_saved_generation_config(inner, folder).eval()
     if isinstance(inner, FlexMDMForMaskedDiffusion):
         model = inner
     else:
@@ -233,4 +227,11 @@ def load_adapter_export(
             f"{sorted(expected - set(modules))[:5]}, unexpected {sorted(set(modules) - expected)[:5]}"
         )
     model.load_state_dict(modules, strict=False)
-    return model.to(inner.dtype).eval()
+    return _with_saved_generation_config(model.to(inner.dtype), folder).eval()
+
+
+def _with_saved_generation_config(model: nn.Module, folder: Path) -> nn.Module:
+    """``model`` with the export's ``generation_config.json`` (the trained model's sampler settings), if any."""
+    if (folder / GENERATION_CONFIG_NAME).is_file():
+        model.generation_config = load_generation_config(folder, type(model).generation_config_class)
+    return model
