@@ -15,13 +15,11 @@ from flexretrofit.training.cli import run_recipe
 from flexretrofit.training.config import (
     ConfigError,
     TrainConfig,
-    batch_layout,
     config_from_dict,
     load_config,
-    model_length_limit,
     parse_overrides,
-    validate_config,
 )
+from flexretrofit.training.validation import batch_layout, model_length_limit, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RETROFIT = REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml"

@@ -30,17 +30,16 @@ from flexretrofit.training.cli import run_recipe
 from flexretrofit.training.config import (
     ConfigError,
     RecipeConfig,
-    batch_layout,
     config_from_dict,
     load_config,
     parse_overrides,
     parse_recipe_args,
-    validate_config,
 )
 from flexretrofit.training.export import export_model, load_adapter_export
 from flexretrofit.training.metrics import MetricsLogger, read_log
 from flexretrofit.training.objectives import FlexMDMObjective, LossParts, MDMObjective
 from flexretrofit.training.trainer import Trainer
+from flexretrofit.training.validation import batch_layout, validate_config
 
 __all__ = [
     "ConfigError",

@@ -36,9 +36,8 @@ from flexretrofit.training.config import (
     ModelConfig,
     OptimConfig,
     RecipeConfig,
-    check_report_to,
-    init_from_model_type,
 )
+from flexretrofit.training.validation import check_report_to, init_from_model_type
 
 
 def build_accelerator(config: RecipeConfig) -> Accelerator:

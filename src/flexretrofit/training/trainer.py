@@ -39,12 +39,13 @@ from transformers import PreTrainedTokenizerBase
 from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
 from flexretrofit.training.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
-from flexretrofit.training.config import ConfigError, RecipeConfig, batch_layout, check_output_dir
+from flexretrofit.training.config import ConfigError, RecipeConfig
 from flexretrofit.training.export import export_model
 from flexretrofit.training.metrics import MetricsLogger
 from flexretrofit.training.model_card import model_card
 from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 from flexretrofit.training.progress import ProgressBar, flat_config
+from flexretrofit.training.validation import batch_layout, check_output_dir
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
