@@ -53,7 +53,9 @@ smoke-instruct: $(STAMP) smoke-retrofit
 ## Variables: MODEL, DATA (GSM8K JSONL; without it the hub dataset is tried), SAMPLER=flex|mdm, STEPS,
 ## LIMIT, OUT, PRESET, VARIANT, EVAL_ARGS (more flags), EVAL_THREADS (OMP_NUM_THREADS). Without MODEL
 ## they run on EMBEDDED_MODEL (a fresh retrofit of it for SAMPLER=flex) with LIMIT=16, STEPS=16 and one
-## thread: a smoke run of seconds, not a result. Point EMBEDDED_MODEL at the shipped asset when it lands.
+## thread: a smoke run of seconds, not a result. EMBEDDED_MODEL is the tiny random LLaDA built on first use,
+## not the shipped maze MDM (src/flexretrofit/assets/maze_mdm): that one knows only mazes, and its
+## 128-token window cannot hold a GSM8K or HumanEval prompt plus an answer.
 EMBEDDED_MODEL ?= $(TINY)/llada
 SAMPLER ?= flex
 VARIANT ?= single_line
@@ -85,3 +87,10 @@ demo: $(STAMP)
 demo-pretrain: $(STAMP)
 	rm -rf runs/demo_pretrain
 	$(BIN)/python recipes/demo_maze.py pretrain
+
+## One prepared check of the real 8B path on one GPU (random bf16 weights unless GPU_CHECK_ARGS="--weights DIR"):
+## forward, a retrofit training step through the trainer, generate_flex vs a fixed canvas, FlexMDM/LLaDA overhead.
+## Writes gpu_check.json and prints the table; about 5 minutes on one H100/H200, no downloads (docs/gpu_projection.md).
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out gpu_check.json $(GPU_CHECK_ARGS)

@@ -1,5 +1,6 @@
 """The benchmark scripts run and print their ratios (tiny shapes; the numbers themselves are not checked)."""
 
+import json
 import os
 import re
 import subprocess
@@ -38,6 +39,158 @@ def test_bench_model_takes_the_shape_flags_and_prints_the_ratio():
     assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", result.stdout)
 
 
+def test_bench_model_times_the_retrofit_setting_with_a_frozen_backbone():
+    result = run_benchmark(
+        "bench_model.py", "--d-model", "32", "--layers", "1", "--length", "8", "--batch", "2", "--repeats", "1",
+        "--skip-memory", "--lora",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "vocabulary 384, frozen backbone + LoRA" in result.stdout
+    assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", result.stdout)
+
+
 def test_bench_model_refuses_a_zero_size():
     result = run_benchmark("bench_model.py", "--layers", "0", "--skip-memory")
     assert result.returncode == 2 and "--layers must be >= 1" in result.stderr
+
+
+def test_bench_model_prints_the_attention_mask_memory_at_8_x_1024():
+    result = run_benchmark(
+        "bench_model.py",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--length",
+        "8",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--skip-memory",
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("8 x 1024"))
+    # dense [8, 1025, 1025] bool vs the key-padding mask and the slot's keys, [8, 1025] each; nothing unpadded
+    assert "8,405,000 B" in line and "16,400 B" in line and line.endswith("no padding 0 B")
+
+
+SECTION_KEYS = {
+    "forward": set(
+        "status reason batch length padded ms tokens_per_s peak_memory_gb attention_kernels".split()
+    ),
+    "train_step": set(
+        "status reason micro_batch x1_length lora_targets lora_r activation_checkpointing mixed_precision "
+        "trainable_parameters xt_widths step_s step_s_all peak_memory_gb tokens_per_s forward_tokens_per_s "
+        "flops_per_step mfu flop_formula loss".split()
+    ),
+    "generation": set(
+        "status reason prompts prompt_length steps max_length generated_tokens flex_s flex_tokens_per_s "
+        "fixed_canvas_s fixed_canvas_tokens_per_s ratio same_output peak_memory_gb".split()
+    ),
+    "forward_backward": set(
+        "status reason batch length llada_ms flexmdm_ms ratio peak_memory_gb setup".split()
+    ),
+}
+TOP_KEYS = set(
+    "check version date mode environment model forward train_step generation forward_backward total_s".split()
+)
+
+
+def gpu_check_report(tmp_path, *args):
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text()), result.stdout
+
+
+def check_keys(report):
+    assert set(report) == TOP_KEYS
+    assert set(report["forward"]) == {"single", "batch", "batch_padded"}
+    for entry in report["forward"].values():
+        assert set(entry) == SECTION_KEYS["forward"]
+    for name in ("train_step", "generation", "forward_backward"):
+        assert set(report[name]) == SECTION_KEYS[name], name
+
+
+def test_gpu_check_tiny_runs_every_section_through_the_real_code(tmp_path):
+    report, stdout = gpu_check_report(tmp_path)
+    check_keys(report)
+    assert report["mode"] == "tiny" and report["total_s"] < 60
+    for entry in report["forward"].values():
+        assert entry["status"] == "ok" and entry["ms"] > 0
+        assert entry["attention_kernels"] and not entry["attention_kernels"][0].startswith("none")
+    step = report["train_step"]
+    assert step["status"] == "ok" and step["activation_checkpointing"] and step["lora_targets"] == "published"
+    assert step["step_s"] > 0 and step["flops_per_step"] > 0 and step["loss"] > 0
+    assert len(step["xt_widths"]) == len(step["step_s_all"]) >= 2
+    generation = report["generation"]
+    assert generation["status"] == "ok" and generation["same_output"]
+    # every row grows to its target length: 4 prompts x 25 generated tokens
+    assert generation["generated_tokens"] == 100 and generation["ratio"] > 0
+    backward = report["forward_backward"]
+    assert backward["status"] == "ok" and backward["ratio"] > 0
+    for row in (
+        "forward single 1x64",
+        "train_step 8x64",
+        "generation 4x20, 16 steps",
+        "forward_backward 8x64",
+    ):
+        assert row in stdout
+
+
+def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(tmp_path):
+    report, stdout = gpu_check_report(tmp_path, "--budget-s", "0.001")
+    check_keys(report)
+    sections = [
+        *report["forward"].values(),
+        report["train_step"],
+        report["generation"],
+        report["forward_backward"],
+    ]
+    for entry in sections:
+        assert entry["status"] == "skipped" and entry["reason"] == "time budget used up"
+    assert "skipped" in stdout
+
+
+def test_gpu_check_refuses_bad_flags_before_building_anything(tmp_path):
+    script = str(REPO / "benchmarks" / "gpu_check.py")
+    for args, message in (
+        (["--tiny", "--weights", str(tmp_path)], "drop --tiny"),
+        (["--weights", str(tmp_path), "--device", "cpu"], "has no config.json"),
+        (["--tiny", "--budget-s", "0"], "--budget-s must be > 0"),
+    ):
+        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_padding_efficiency_measures_humaneval_and_projects_gpu_hours():
+    result = run_benchmark("padding_efficiency.py", "--steps", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "HumanEval (prompt + canonical solution): 164 documents" in out
+    grouped, shuffled, canvas = (
+        float(x)
+        for x in re.search(
+            r"length-grouped (\d\.\d+), random micro-batches (\d\.\d+), fixed 1024 canvas (\d\.\d+)", out
+        ).groups()
+    )
+    assert 1.0 >= grouped > shuffled > canvas > 0.0
+    ours, synchronous, published = (
+        float(x)
+        for x in re.search(r"ours (\S+) \(the GPUs' work\), (\S+) \(.*published layout (\S+);", out).groups()
+    )
+    assert ours <= synchronous <= published
+    assert re.search(r"implied MFU 0\.2\d\d", out) and "H100-hours for 200,000 steps" in out
+
+
+def test_padding_efficiency_refuses_a_missing_file(tmp_path):
+    result = run_benchmark("padding_efficiency.py", "--jsonl", str(tmp_path / "none.jsonl"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
