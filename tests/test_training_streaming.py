@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from training_runs import make_trainer, tiny_config, train_losses
 
 from flexretrofit.data import corpus
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
     ConfigError,
-    Trainer,
-    build_accelerator,
-    build_datasets,
-    build_model,
-    build_tokenizer,
-    config_from_dict,
     list_checkpoints,
     load_config,
     read_log,
@@ -41,26 +36,8 @@ def tiny(tmp_path_factory):
 
 def streaming_config(tiny, out_dir, **changes):
     """The tiny CPU retrofit config, streamed, evaluating on the first 8 samples of the same corpus."""
-    root, data = tiny
-    values = yaml.safe_load((REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml").read_text())
-    values["model"]["init_from"] = str(root / "llada")
-    values["data"]["sources"] = [{"path": str(data["corpus"])}]
-    values["data"]["eval_sources"] = [{"path": str(data["corpus"])}]
-    values["data"]["streaming"] = True
-    values["train"]["output_dir"] = str(out_dir)
-    for dotted, value in changes.items():
-        section, key = dotted.split(".")
-        values[section][key] = value
-    return config_from_dict(values)
-
-
-def make_trainer(config, callbacks=()):
-    accelerator = build_accelerator(config)
-    validate_config(config, accelerator.num_processes)
-    tokenizer = build_tokenizer(config.model)
-    model = build_model(config.model, config.lora, seed=config.train.seed)
-    train_set, eval_set = build_datasets(config, tokenizer)
-    return Trainer(config, accelerator, model, train_set, eval_set, tokenizer, callbacks=callbacks)
+    streamed = {"data.eval_sources": [{"path": str(tiny[1]["corpus"])}], "data.streaming": True}
+    return tiny_config(tiny, out_dir, **{**streamed, **changes})
 
 
 def record_batches(trainer):
@@ -74,10 +51,6 @@ def record_batches(trainer):
 
     trainer._noise = recording
     return seen
-
-
-def train_losses(output_dir):
-    return {r["step"]: r["loss"] for r in read_log(Path(output_dir) / "log.jsonl", "train")}
 
 
 @pytest.fixture(scope="module")

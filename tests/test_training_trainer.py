@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from training_runs import make_trainer, tiny_config, train_losses
 
 from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
@@ -18,10 +18,6 @@ from flexretrofit.training import (
     ConfigError,
     Trainer,
     build_accelerator,
-    build_datasets,
-    build_model,
-    build_tokenizer,
-    config_from_dict,
     list_checkpoints,
     read_log,
     validate_config,
@@ -36,33 +32,6 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     save_tiny_llada_checkpoint(root / "llada")
     return root, write_tiny_data(root / "data")
-
-
-def tiny_config(tiny, out_dir, **changes):
-    """The tiny CPU retrofit config with its paths under pytest's tmp dirs; ``changes``: {"train.max_steps": 4}."""
-    root, data = tiny
-    values = yaml.safe_load((REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml").read_text())
-    values["model"]["init_from"] = str(root / "llada")
-    values["data"]["sources"] = [{"path": str(data["corpus"])}]
-    values["train"]["output_dir"] = str(out_dir)
-    for dotted, value in changes.items():
-        section, key = dotted.split(".")
-        values[section][key] = value
-    return config_from_dict(values)
-
-
-def make_trainer(config, callbacks=()):
-    """What the recipe does, in-process."""
-    accelerator = build_accelerator(config)
-    validate_config(config, accelerator.num_processes)
-    tokenizer = build_tokenizer(config.model)
-    model = build_model(config.model, config.lora, seed=config.train.seed)
-    train_set, eval_set = build_datasets(config, tokenizer)
-    return Trainer(config, accelerator, model, train_set, eval_set, tokenizer, callbacks=callbacks)
-
-
-def train_losses(output_dir):
-    return {r["step"]: r["loss"] for r in read_log(Path(output_dir) / "log.jsonl", "train")}
 
 
 def trained_weights(trainer):

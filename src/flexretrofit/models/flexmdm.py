@@ -396,15 +396,7 @@ class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
         """
         return generate_flex(self, input_ids, attention_mask, generation_config, **kwargs)
 
-    def generate_flex(
-        self,
-        input_ids: TokenRows,
-        attention_mask: torch.Tensor | None = None,
-        generation_config: FlexGenerationConfig | None = None,
-        **kwargs,
-    ) -> GenerationOutput:
-        """Flexible-length generation; see :func:`flexretrofit.sampling.generate_flex`."""
-        return generate_flex(self, input_ids, attention_mask, generation_config, **kwargs)
+    generate_flex = generate  # the sampler's own name, as in the README
 
     def infill(
         self,
