@@ -19,11 +19,11 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import flexretrofit.lm_eval  # noqa: E402,F401  (registers the models)
+from flexretrofit.evaluation.gsm8k import truncate_at_stop  # noqa: E402
 from flexretrofit.lm_eval import (  # noqa: E402
     FlexMDMLM,
     LLaDAMDMLM,
     LMEvalSetupError,
-    cut_at_stop_strings,
     flexmdm_elbo,
     mdm_elbo,
 )
@@ -129,9 +129,9 @@ class LocalTaskManager(TaskManager):
 # stop strings and generation
 # ------------------------------------------------------------------------------------------------
 def test_cut_at_stop_strings_cuts_at_the_earliest_occurrence():
-    assert cut_at_stop_strings("a1b2c3", ["3", "b"]) == "a1"
-    assert cut_at_stop_strings("a1b2c3", ["", "z"]) == "a1b2c3"
-    assert cut_at_stop_strings("x\n\ny", ["\n\n", "\n"]) == "x"
+    assert truncate_at_stop("a1b2c3", ["3", "b"]) == "a1"
+    assert truncate_at_stop("a1b2c3", ["", "z"]) == "a1b2c3"
+    assert truncate_at_stop("x\n\ny", ["\n\n", "\n"]) == "x"
 
 
 @pytest.mark.parametrize("kind", ["flexmdm", "llada_mdm"])

@@ -188,11 +188,9 @@ def build_gsm8k_few_shot_prompt(
 
 
 def truncate_at_stop(text: str, stops: Sequence[str] = (FEW_SHOT_STOP,)) -> str:
-    """``text`` up to the first of ``stops``."""
-    cut = min(
-        (position for position in (text.find(stop) for stop in stops) if position >= 0), default=len(text)
-    )
-    return text[:cut]
+    """``text`` up to (not including) the earliest of ``stops``; empty stop strings are ignored."""
+    found = (text.find(stop) for stop in stops if stop)
+    return text[: min((position for position in found if position >= 0), default=len(text))]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo
-from flexretrofit.lm_eval.models import FlexMDMLM, LLaDAMDMLM, LMEvalSetupError, cut_at_stop_strings
+from flexretrofit.lm_eval.models import FlexMDMLM, LLaDAMDMLM, LMEvalSetupError
 
-__all__ = ["FlexMDMLM", "LLaDAMDMLM", "LMEvalSetupError", "cut_at_stop_strings", "flexmdm_elbo", "mdm_elbo"]
+__all__ = ["FlexMDMLM", "LLaDAMDMLM", "LMEvalSetupError", "flexmdm_elbo", "mdm_elbo"]

@@ -32,6 +32,7 @@ from lm_eval.api.registry import register_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from flexretrofit.evaluation.gsm8k import truncate_at_stop
 from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo, pair_seed
 from flexretrofit.models import (
     CheckpointError,
@@ -53,17 +54,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 class LMEvalSetupError(ValueError):
     """A model argument or checkpoint the adapter cannot run with; the message says what to do."""
-
-
-def cut_at_stop_strings(text: str, until: Sequence[str]) -> str:
-    """``text`` up to (not including) the earliest occurrence of any non-empty stop string."""
-    cut = len(text)
-    for stop in until:
-        if stop:
-            found = text.find(stop)
-            if found != -1:
-                cut = min(cut, found)
-    return text[:cut]
 
 
 def build_generation_config(
@@ -303,7 +293,7 @@ class _DiffusionLM(LM):
                     [prompts[i] for i in chunk], max_gen_toks, temperature, [parsed[i][2] for i in chunk]
                 )
                 for i, ids in zip(chunk, generated):
-                    text = cut_at_stop_strings(self.tok_decode(ids[:max_gen_toks]), parsed[i][1])
+                    text = truncate_at_stop(self.tok_decode(ids[:max_gen_toks]), parsed[i][1])
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                     results[i] = text
         return results  # type: ignore[return-value]
