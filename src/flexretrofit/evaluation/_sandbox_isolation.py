@@ -509,8 +509,7 @@ def isolate(config, program_fds, status_fd):
     os.close(status_fd)
     if not flags & CLONE_NEWNS:
         os.chdir(config["scratch_dir"])
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})
+    # The rest of the environment is the parent's minimal one (sandbox._minimal_env).
     os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
     _set_limits(config, report)
     _drop_privileges(config, flags, report)
