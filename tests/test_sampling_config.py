@@ -57,6 +57,9 @@ def test_temperature_zero_means_argmax_without_a_transformers_warning(caplog):
         (dict(confidence="margin"), "unknown confidence method 'margin'; choose one of top_prob"),
         (dict(temperature=-1.0), "temperature must be >= 0"),
         (dict(window_scale=0), "window_scale must be > 0"),
+        (dict(temperature=float("nan")), "temperature must be >= 0 and finite"),
+        (dict(temperature=float("inf")), "temperature must be >= 0 and finite"),
+        (dict(window_scale=float("inf")), "window_scale must be > 0 and finite"),
         (dict(max_window=0), "max_window must be an integer >= 1"),
         (dict(bucket_size=0), "bucket_size must be an integer >= 1"),
         (dict(max_length=0), "max_length must be an integer >= 1"),
@@ -78,6 +81,7 @@ def test_flex_config_rejects_bad_values(kwargs, message):
         (dict(gen_length=128, block_length=32, steps=6), "use a multiple of 4"),
         (dict(remasking="top_k"), "unknown remasking"),
         (dict(cfg_scale=-1), "cfg_scale must be >= 0"),
+        (dict(cfg_scale=float("nan")), "cfg_scale must be >= 0 and finite"),
         (dict(steps=0), "steps must be an integer >= 1"),
     ],
 )

@@ -10,6 +10,7 @@ silently stored attribute.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,15 @@ REMASKING_METHODS = ("low_confidence", "random")
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_number(name: str, value: Any, minimum: float, *, above: bool, meaning: str) -> None:
+    """A finite real ``>= minimum`` (``> minimum`` when ``above``): NaN and infinity pass no comparison
+    test reliably (``nan < 0`` is False), so they are refused by name here, once for every caller."""
+    in_range = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not in_range or (value <= minimum if above else value < minimum):
+        bound = f"{'>' if above else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be {bound} and finite ({meaning}), got {value!r}.")
 
 
 def _check_token_list(name: str, value: Any) -> None:
@@ -76,8 +86,7 @@ class _SamplerConfig(GenerationConfig):
 
     def _check_common(self) -> None:
         _check_positive_int("steps", self.steps)
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = argmax), got {self.temperature!r}.")
+        _check_number("temperature", self.temperature, 0, above=False, meaning="0 = argmax")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
         _check_token_list("suppress_tokens", self.suppress_tokens)
@@ -171,8 +180,7 @@ class FlexGenerationConfig(_SamplerConfig):
             )
         if self.max_length is not None:
             _check_positive_int("max_length", self.max_length)
-        if not isinstance(self.window_scale, (int, float)) or self.window_scale <= 0:
-            raise ValueError(f"window_scale must be > 0 (published: 15), got {self.window_scale!r}.")
+        _check_number("window_scale", self.window_scale, 0, above=True, meaning="published: 15")
         _check_positive_int("max_window", self.max_window)
         _check_positive_int("bucket_size", self.bucket_size)
         if self.count_distribution not in COUNT_DISTRIBUTIONS:
@@ -265,8 +273,7 @@ class MDMGenerationConfig(_SamplerConfig):
             raise ValueError(
                 f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING_METHODS)}."
             )
-        if not isinstance(self.cfg_scale, (int, float)) or self.cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0 (0 = no guidance), got {self.cfg_scale!r}.")
+        _check_number("cfg_scale", self.cfg_scale, 0, above=False, meaning="0 = no guidance")
         eos = self.eos_token_id
         _check_token_list("eos_token_id", [eos] if isinstance(eos, int) else eos)
 
