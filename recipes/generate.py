@@ -17,7 +17,13 @@ import sys
 import torch
 import yaml
 
-from flexretrofit.models import CheckpointError, load_pretrained, load_tokenizer, read_model_type
+from flexretrofit.models import (
+    CheckpointError,
+    TokenizerLoadError,
+    load_pretrained,
+    load_tokenizer,
+    read_model_type,
+)
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 from flexretrofit.sampling.config import resolve_generation_config
 
@@ -74,9 +80,8 @@ def run(argv: list[str] | None) -> None:
 
     try:
         tokenizer = load_tokenizer(args.model)
-    except (OSError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UsageError(f"no usable tokenizer in {args.model}: {first}") from None
+    except TokenizerLoadError as error:
+        raise UsageError(f"{error}; --model must be a checkpoint folder that holds its tokenizer") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_pretrained(args.model).to(device).eval()
     prompts = args.prompt

@@ -18,6 +18,7 @@ from flexretrofit.evaluation.settings import EvalConfigError
 from flexretrofit.models import (
     CheckpointError,
     FlexMDMForMaskedDiffusion,
+    TokenizerLoadError,
     load_pretrained,
     load_tokenizer,
     read_model_type,
@@ -55,10 +56,9 @@ def load_eval_tokenizer(path: str, model_path: str) -> PreTrainedTokenizerBase:
     """The tokenizer at ``path``, checked against the mask id in ``model_path``'s config.json."""
     try:
         tokenizer = load_tokenizer(path)
-    except (OSError, ValueError) as error:  # no tokenizer files there, or no mask token
+    except TokenizerLoadError as error:
         raise EvalConfigError(
-            f"could not load a tokenizer from {path} ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:200]}); pass --tokenizer with the model's tokenizer folder or hub id"
+            f"{error}; pass --tokenizer with the model's tokenizer folder or hub id"
         ) from error
     mask_id = _config_mask_id(model_path)
     if tokenizer.mask_token_id != mask_id:

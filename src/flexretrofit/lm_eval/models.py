@@ -36,6 +36,7 @@ from flexretrofit.evaluation.gsm8k import truncate_at_stop
 from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo, pair_seed
 from flexretrofit.models import (
     CheckpointError,
+    TokenizerLoadError,
     load_pretrained,
     load_tokenizer,
     read_model_type,
@@ -190,11 +191,8 @@ class _DiffusionLM(LM):
             )
         try:
             return load_tokenizer(path)
-        except (OSError, ValueError, KeyError) as error:  # files absent on the hub, unreadable, no mask token
-            detail = " ".join(str(error).split())[:200]
-            raise LMEvalSetupError(
-                f"could not load a tokenizer from {path} ({type(error).__name__}: {detail}); {advice}"
-            ) from None
+        except TokenizerLoadError as error:  # files absent on the hub, unreadable, no mask token
+            raise LMEvalSetupError(f"{error}; {advice}") from None
 
     # ---------------------------------------------------------------- text <-> ids
     @property

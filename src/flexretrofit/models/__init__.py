@@ -4,7 +4,7 @@ from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion, FlexMDMOutput
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, LLaDAOutput
 from flexretrofit.models.pretrained import load_pretrained, resolve_dtype
-from flexretrofit.models.tokenizer import load_tokenizer, prepare_tokenizer
+from flexretrofit.models.tokenizer import TokenizerLoadError, load_tokenizer, prepare_tokenizer
 
 __all__ = [
     "CheckpointError",
@@ -15,6 +15,7 @@ __all__ = [
     "LLaDAModelLM",
     "LLaDAOutput",
     "load_pretrained",
+    "TokenizerLoadError",
     "load_tokenizer",
     "prepare_tokenizer",
     "read_model_type",

@@ -25,15 +25,28 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 
+class TokenizerLoadError(ValueError):
+    """No usable tokenizer at a path. The message names the path and the cause; callers add what to do."""
+
+
 def load_tokenizer(path: str | os.PathLike, **kwargs) -> PreTrainedTokenizerBase:
     """Load a LLaDA(-style) fast tokenizer from a hub id or folder and complete its special-token roles.
 
     - ``mask_token`` is set to ``<|mdm_mask|>`` when the files do not set it (the published ones do not);
     - ``pad_token`` falls back to ``eos_token`` (LLaDA uses pad == eos);
     - the chat template is replaced by one that honours ``add_generation_prompt``.
+
+    Raises:
+        TokenizerLoadError: no tokenizer files (locally or on the hub), unreadable or malformed ones, or a
+            vocabulary without a mask token.
     """
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    return prepare_tokenizer(tokenizer)
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(path, **kwargs))
+    except (OSError, ValueError, KeyError) as error:  # a malformed tokenizer.json raises KeyError
+        detail = " ".join(str(error).split())[:200]
+        raise TokenizerLoadError(
+            f"could not load a tokenizer from {path} ({type(error).__name__}: {detail})"
+        ) from error
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
