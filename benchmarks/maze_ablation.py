@@ -3,6 +3,7 @@ test mazes, write the row (success with 95% intervals, exact-length share, lengt
 passes per answer).
 
     python benchmarks/maze_ablation.py NAME [--arm flexmdm|mdm] [--train key=value ...] [--flex key=value ...]
+        [--recipe-config FILE] [--no-hints] [--export DIR]
 
 Every row shares the demo's data and test mazes (runs/maze_ablation/data). Rows land in
 runs/maze_ablation/<NAME>/row.json and are appended to runs/maze_ablation/rows.jsonl.
@@ -21,18 +22,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from flexretrofit.data.maze import read_jsonl, save_splits
-from flexretrofit.demo import (
+from flexretrofit.maze.demo import (
     DEFAULT_CONFIG,
-    build_task_splits,
     load_settings,
     path_overrides,
     read_task_file,
     repo_path,
     shipped_mdm_path,
     train_with_recipe,
+    write_task_data,
 )
-from flexretrofit.evaluation.maze import (
+from flexretrofit.maze.evaluation import (
     evaluate,
     evaluation_subset,
     flex_solver,
@@ -40,6 +40,7 @@ from flexretrofit.evaluation.maze import (
     summarize_rows,
     true_length_solver,
 )
+from flexretrofit.maze.instances import read_jsonl
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +70,10 @@ def main() -> None:
     )
     parser.add_argument("--split", default="test")
     parser.add_argument(
+        "--recipe-config", default=None, help="training config (default: the demo's for the arm)"
+    )
+    parser.add_argument("--no-hints", action="store_true", help="MDM arm: subgoal mazes without the hints")
+    parser.add_argument(
         "--oracle-length", action="store_true", help="diagnostic: give the model the true answer length"
     )
     args = parser.parse_args()
@@ -77,7 +82,7 @@ def main() -> None:
     work = Path(args.work)
     data_dir = work / "data"
     if not (data_dir / "test.jsonl").is_file():
-        save_splits(build_task_splits(settings.task), data_dir)
+        write_task_data(settings.task, data_dir)
     checkpoint = Path(args.init) if args.init else shipped_mdm_path()
     canvas = read_task_file(Path(args.task_record) if args.task_record else checkpoint)["canvas_length"]
     names = list(settings.task.difficulties)
@@ -91,10 +96,10 @@ def main() -> None:
         final = work / args.from_run / args.arm / "final"
         info = json.loads((work / args.from_run / args.arm / "run_info.json").read_text())
     else:
-        config = repo_path(
-            settings.compare.flexmdm_config if args.arm == "flexmdm" else settings.compare.mdm_config
-        )
-        overrides = path_overrides(checkpoint, data_dir, run_dir / args.arm) + args.train
+        default = settings.compare.flexmdm_config if args.arm == "flexmdm" else settings.compare.mdm_config
+        config = repo_path(args.recipe_config or default)
+        suffix = "_mdm" if args.arm == "mdm" and settings.task.hint_rate is not None else ""
+        overrides = path_overrides(checkpoint, data_dir, run_dir / args.arm, suffix) + args.train
         info = train_with_recipe(config, overrides, args.arm, train_with_instruct)
         final = Path(info["final"])
     tokenizer = load_tokenizer(final)
@@ -107,7 +112,7 @@ def main() -> None:
     else:
         model = LLaDAModelLM.from_pretrained(final).eval()
         options = {**settings.evaluation.mdm, **parse(args.mdm)}
-        solve = mdm_solver(model, tokenizer, canvas, options)
+        solve = mdm_solver(model, tokenizer, canvas, options, show_hints=not args.no_hints)
         passes = "canvas - prompt"
     if args.oracle_length:
         solve, passes = true_length_solver(model, tokenizer), "true length"

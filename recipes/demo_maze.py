@@ -21,7 +21,7 @@ The comparison (``run``), top to bottom:
 Training runs resume from their last checkpoint and are skipped once exported; a work folder remembers the
 settings it was made with and refuses different ones (delete it or pass ``--work-dir``).
 
-The steps are library code (``flexretrofit.demo``, ``flexretrofit.evaluation.maze``, ``.maze_report``);
+The steps are library code (``flexretrofit.maze.demo``, ``flexretrofit.maze.evaluation``, ``.maze_report``);
 this script reads the command line and hands them ``recipes/instruct.py`` to train with.
 """
 
@@ -31,7 +31,7 @@ import argparse
 import runpy
 from pathlib import Path
 
-from flexretrofit.demo import load_settings, repo_path, run_comparison, run_pretraining
+from flexretrofit.maze.demo import load_settings, repo_path, run_comparison, run_pretraining
 from flexretrofit.training import run_recipe
 from flexretrofit.training.cli import USER_ERRORS
 

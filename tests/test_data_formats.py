@@ -169,3 +169,63 @@ def test_format_dataset_drops_unusable_examples(tokenizer):
         datasets.Dataset.from_dict(rows).to_iterable_dataset(), GSM8KFormat(tokenizer, max_length=400)
     )
     assert [row["input_ids"] for row in stream] == out["input_ids"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchored completions: protected spans inside the answer
+# ---------------------------------------------------------------------------------------------
+
+ANCHORED = {
+    "prompt": "maze path:",
+    "answer": [
+        {"text": " 1 2", "anchor": False},
+        {"text": " 3", "anchor": True},
+        {"text": " 4", "anchor": False},
+        {"text": " 5 6", "anchor": True},
+    ],
+}
+
+
+def test_anchor_pieces_are_protected_and_tokenised_piece_by_piece(tokenizer):
+    sample = PromptCompletionFormat(tokenizer, completion_field="answer")(ANCHORED)
+    prompt = tokenizer("maze path:", add_special_tokens=False)["input_ids"]
+    pieces = [tokenizer(p["text"], add_special_tokens=False)["input_ids"] for p in ANCHORED["answer"]]
+    assert sample["input_ids"] == prompt + [i for piece in pieces for i in piece]
+    flags = [p["anchor"] for p in ANCHORED["answer"]]
+    assert sample["prompt_mask"] == [True] * len(prompt) + [
+        f for piece, f in zip(pieces, flags) for _ in piece
+    ]
+
+
+def test_an_mdm_trains_on_every_piece_alike(tokenizer):
+    sample = PromptCompletionFormat(tokenizer, completion_field="answer", add_eos=True)(ANCHORED)
+    prompt = tokenizer("maze path:", add_special_tokens=False)["input_ids"]
+    assert sample["prompt_mask"] == [True] * len(prompt) + [False] * (len(sample["input_ids"]) - len(prompt))
+    assert sample["input_ids"][-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[{"text": " 1"}], [{"text": 3, "anchor": True}], [" 1", " 2"], 7, [{"text": " 1", "anchor": "yes"}]],
+)
+def test_malformed_pieces_are_refused_with_one_line(tokenizer, answer):
+    with pytest.raises(ValueError, match="'text': str, 'anchor': bool") as error:
+        PromptCompletionFormat(tokenizer, completion_field="answer")({"prompt": "p", "answer": answer})
+    assert "\n" not in str(error.value)
+
+
+def test_the_collator_never_deletes_or_masks_an_anchor(tokenizer):
+    from flexretrofit.data import FlexMDMCollator
+
+    sample = PromptCompletionFormat(tokenizer, completion_field="answer")(ANCHORED)
+    ids, protected = sample["input_ids"], sample["prompt_mask"]
+    kept = [token for token, flag in zip(ids, protected) if flag]
+    collator = FlexMDMCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, "linear", "linear", seed=0)
+    seen_gap = False
+    for step in range(40):
+        batch = collator.noise(collator.pad([sample] * 8), step)
+        for row, length in zip(batch["xt"], batch["xt_attention_mask"].sum(dim=1)):
+            row = row[: int(length)].tolist()
+            assert [token for token in row if token in kept] == kept, "anchors present, unmasked, in order"
+        seen_gap |= bool((batch["slot_gaps"] > 0).any())
+    assert seen_gap

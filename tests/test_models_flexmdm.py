@@ -260,3 +260,27 @@ def test_a_few_optimisation_steps_drive_both_loss_parts_down():
     unmask_after, insertion_after = evaluate()
     assert unmask_after < 0.8 * unmask_before
     assert insertion_after < 0.8 * insertion_before
+
+
+def test_time_conditioned_insertion_head_starts_as_the_plain_head_and_then_reads_t():
+    plain = tiny_flexmdm(seed=5, insertion_head_input="both_sides", insertion_head_init=0.7)
+    timed = tiny_flexmdm(
+        seed=5,
+        insertion_head_input="both_sides",
+        insertion_head_init=0.7,
+        insertion_head_time_conditioning=True,
+    )
+    ids, mask = right_padded([[11, 12, 13, 14, 15]], plain.config.pad_token_id)
+    perturb_new_modules(plain)
+    timed.load_state_dict(plain.state_dict(), strict=False)  # everything but the head's modulation
+    for t in (0.1, 0.9):
+        t = torch.tensor([t])
+        torch.testing.assert_close(timed(ids, t, mask).expected_gaps, plain(ids, t, mask).expected_gaps)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        weight = timed.insertion_head.modulation.weight
+        weight.copy_(0.5 * torch.randn(weight.shape, generator=gen))
+    hidden = timed(ids, torch.tensor([0.5]), mask).last_hidden_state
+    early = timed.insertion_head(hidden, timed.time_embedding(torch.tensor([0.1])))
+    late = timed.insertion_head(hidden, timed.time_embedding(torch.tensor([0.9])))
+    assert not torch.allclose(early, late), "with the same hidden states, the gap now depends on t"

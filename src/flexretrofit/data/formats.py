@@ -139,6 +139,12 @@ class GSM8KFormat:
 class PromptCompletionFormat:
     """Any (prompt, completion) pair: the prompt is protected, the completion is trained.
 
+    The completion is a string, or a list of pieces ``{"text": str, "anchor": bool}`` in order: anchored
+    infilling data. Anchor pieces are protected like the prompt (never deleted, never masked: a FlexMDM
+    learns to keep them in place and insert around them, as ``model.infill(segments=...)`` samples); the
+    other pieces are trained. Each piece is tokenised on its own, so an anchor's ids are exactly the ids
+    the sampler is given. An MDM (``add_eos``) trains on every piece alike.
+
     Args:
         use_chat_template: wrap the prompt as a user turn and open the assistant turn.
         add_eos: end the completion with EOS (for an MDM baseline; FlexMDM models length without one).
@@ -170,10 +176,31 @@ class PromptCompletionFormat:
         return _encode(self.tokenizer, text)
 
     def __call__(self, example: Mapping[str, Any]) -> Sample | None:
-        target = _encode(self.tokenizer, example[self.completion_field])
+        pieces = completion_pieces(example[self.completion_field], self.completion_field)
+        sample = _join(self.prompt_ids(example[self.prompt_field]), [])
+        for piece in pieces:
+            ids = _encode(self.tokenizer, piece["text"])
+            sample["input_ids"] += ids
+            sample["prompt_mask"] += [bool(piece["anchor"]) and not self.add_eos] * len(ids)
         if self.add_eos:
-            target.append(self.tokenizer.eos_token_id)
-        return _fits(_join(self.prompt_ids(example[self.prompt_field]), target), self.max_length)
+            sample["input_ids"].append(self.tokenizer.eos_token_id)
+            sample["prompt_mask"].append(False)
+        return _fits(sample, self.max_length)
+
+
+def completion_pieces(completion: Any, field_name: str = "completion") -> list[dict[str, Any]]:
+    """A completion as pieces ``[{"text", "anchor"}]``: a string is one trained piece; a list is checked."""
+    if isinstance(completion, str):
+        return [{"text": completion, "anchor": False}]
+    if not isinstance(completion, list) or not all(
+        isinstance(p, Mapping) and isinstance(p.get("text"), str) and isinstance(p.get("anchor"), bool)
+        for p in completion
+    ):
+        raise ValueError(
+            f"field {field_name!r} must be a string or a list of {{'text': str, 'anchor': bool}} pieces, got "
+            f"{str(completion)[:80]!r}."
+        )
+    return list(completion)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,12 @@
-"""Evaluation: GSM8K and HumanEval infilling, maze planning, sandboxed code execution, resumable results
+"""Evaluation: GSM8K and HumanEval infilling, sandboxed code execution, resumable results
 and length statistics.
 
 Scoring, results and statistics take any generator callable (:mod:`.runner`) and import no model;
 :mod:`.generators` adapts the samplers to that callable, and :mod:`.harness` / :mod:`.cli` run a benchmark
 end to end (sharded, resumable, with summary and plot) for the ``eval/`` entry points.
 
-The maze task has its own two modules, imported by name rather than re-exported here (like
-:mod:`.generators`, they build on the samplers): :mod:`.maze` answers mazes with a FlexMDM or an MDM, checks
-every answer exactly, writes one resumable row per maze and summarises the rows; :mod:`.maze_report` writes
-the FlexMDM-vs-MDM report from them. :mod:`flexretrofit.demo` runs the whole maze comparison.
+The maze task lives in its own package, :mod:`flexretrofit.maze` (instances, checker, evaluation, report
+and the demo run).
 """
 
 from flexretrofit.evaluation.gsm8k import (

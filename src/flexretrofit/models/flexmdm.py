@@ -60,6 +60,8 @@ class FlexMDMConfig(PreTrainedConfig):
             state at position ``i``, the token after the slot) or ``"both_sides"`` (the hidden states on either
             side of the slot, positions ``i - 1`` and ``i``, concatenated): a gap is a relation between the
             tokens around it, which the head then reads directly.
+        insertion_head_time_conditioning: modulate the head's input features by the time embedding (the
+            published head is; off by default, which keeps earlier checkpoints loading as they were).
         max_length: cap on the total sequence length (default: the backbone's limit minus the slot position).
         end_slot_token_id: token id placed at the appended slot position (default: eos).
     """
@@ -75,6 +77,7 @@ class FlexMDMConfig(PreTrainedConfig):
     insertion_head_scale: float = 64.0
     insertion_head_init: float = 1.0
     insertion_head_input: str = "slot"
+    insertion_head_time_conditioning: bool = False
     max_length: int | None = None
     mask_token_id: int | None = None
     pad_token_id: int | None = None
@@ -193,9 +196,12 @@ class InsertionHead(nn.Module):
 
     ``input="slot"`` reads position ``i`` for slot ``i``; ``"both_sides"`` reads positions ``i - 1`` and ``i``
     (zeros before position 0), each through its own LayerNorm, concatenated ``[B, L+1, 2d]``.
+    ``time_conditioned``: the normalised features get a (scale, shift) from the time embedding ``[B, d]``
+    (zero-initialised, so the head starts as the unconditioned one): how many tokens are still missing
+    depends on t as much as on the tokens around the slot.
     """
 
-    def __init__(self, d_model: int, scale: float, input: str = "slot"):
+    def __init__(self, d_model: int, scale: float, input: str = "slot", time_conditioned: bool = False):
         super().__init__()
         self.scale, self.input = scale, input
         self.norm = nn.LayerNorm(d_model)
@@ -203,15 +209,19 @@ class InsertionHead(nn.Module):
         if input == "both_sides":
             self.left_norm = nn.LayerNorm(d_model)
             width = 2 * d_model
+        self.modulation = ZeroLinear(d_model, 2 * width) if time_conditioned else None
         self.proj = nn.Linear(width, d_model)
         self.out = GapOutput(d_model, 1)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         features = self.norm(hidden)
         if self.input == "both_sides":
             left = self.left_norm(hidden)
             left = torch.cat([torch.zeros_like(left[:, :1]), left[:, :-1]], dim=1)  # position i - 1
             features = torch.cat([left, features], dim=-1)
+        if self.modulation is not None:
+            scale, shift = self.modulation(F.silu(temb)).to(features.dtype)[:, None].chunk(2, dim=-1)
+            features = torch.addcmul(shift, features, 1 + scale)
         h = self.out(F.gelu(self.proj(features))).squeeze(-1)
         return self.scale * F.softplus(h.float())
 
@@ -275,7 +285,10 @@ class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
         self.time_embedding = TimeEmbedding(config.time_embedding_dim, bc.d_model)
         self.adaln = AdaLNModulation(bc.d_model, bc.n_layers, config.modulation_group_size)
         self.insertion_head = InsertionHead(
-            bc.d_model, config.insertion_head_scale, config.insertion_head_input
+            bc.d_model,
+            config.insertion_head_scale,
+            config.insertion_head_input,
+            config.insertion_head_time_conditioning,
         )
         self.post_init()
 
@@ -357,7 +370,7 @@ class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
                     f"logits_positions must be [B, L]={batch, length}, got {tuple(logits_positions.shape)}"
                 )
             logits = head(hidden[:, :length][logits_positions.bool()])
-        expected_gaps = self.insertion_head(hidden) * slot_valid
+        expected_gaps = self.insertion_head(hidden, temb) * slot_valid
         return FlexMDMOutput(logits=logits, expected_gaps=expected_gaps, last_hidden_state=hidden)
 
     @classmethod
@@ -400,10 +413,15 @@ class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
 
     def infill(
         self,
-        prefix_ids: TokenRows,
-        suffix_ids: TokenRows,
+        prefix_ids: TokenRows | None = None,
+        suffix_ids: TokenRows | None = None,
         generation_config: FlexGenerationConfig | None = None,
+        *,
+        segments: list[list[list[int] | torch.Tensor]] | None = None,
         **kwargs,
     ) -> GenerationOutput:
-        """Insert and unmask only between prefix and suffix; see :func:`flexretrofit.sampling.infill`."""
-        return infill(self, prefix_ids, suffix_ids, generation_config, **kwargs)
+        """Anchored infilling: ``infill(prefix_ids, suffix_ids)`` generates one middle per row;
+        ``infill(segments=rows)`` keeps every segment of ``rows[b] = [seg_0, ..., seg_k]`` in place and in
+        order and generates a gap of its own length between each consecutive pair (``out.middles[b]`` is
+        ``[gap_1, ..., gap_k]``). See :func:`flexretrofit.sampling.infill`."""
+        return infill(self, prefix_ids, suffix_ids, generation_config, segments=segments, **kwargs)

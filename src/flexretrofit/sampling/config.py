@@ -21,6 +21,7 @@ from transformers.utils import GENERATION_CONFIG_NAME
 
 CONFIDENCE_METHODS = ("top_prob", "prob_diff", "entropy", "position")
 COUNT_DISTRIBUTIONS = ("poisson", "binomial")
+GAP_ROUNDINGS = ("stochastic", "nearest")
 REMASKING_METHODS = ("low_confidence", "random")
 
 
@@ -116,6 +117,9 @@ class FlexGenerationConfig(_SamplerConfig):
         count_distribution: ``"poisson"`` (published: Euler steps of the rates, ``K ~ Poisson(rate dt)``) or
             ``"binomial"`` (the exact jumps over each step from the remaining counts, and the last inserting
             step inserts every slot's whole predicted gap).
+        gap_rounding: how ``"binomial"`` turns a predicted gap into a whole count: ``"stochastic"`` (keeps the
+            mean: 1.3 becomes 1 or 2) or ``"nearest"`` (1.3 becomes 1: right when the true gap is one integer
+            the model is nearly sure of, as between two given cells of a maze path).
     """
 
     sampler_fields: ClassVar[tuple[str, ...]] = (
@@ -134,6 +138,7 @@ class FlexGenerationConfig(_SamplerConfig):
         "fixed_canvas",
         "full_softmax",
         "count_distribution",
+        "gap_rounding",
     )
 
     def __init__(
@@ -153,11 +158,13 @@ class FlexGenerationConfig(_SamplerConfig):
         fixed_canvas: bool = False,
         full_softmax: bool = False,
         count_distribution: str = "poisson",
+        gap_rounding: str = "stochastic",
         **kwargs,
     ):
         # Set before the parent's __init__, which calls validate().
         self.steps = steps
         self.count_distribution = count_distribution
+        self.gap_rounding = gap_rounding
         self.confidence = confidence
         self.sliding_window = sliding_window
         self.window_scale = window_scale
@@ -186,6 +193,10 @@ class FlexGenerationConfig(_SamplerConfig):
         if self.count_distribution not in COUNT_DISTRIBUTIONS:
             raise ValueError(
                 f"unknown count_distribution {self.count_distribution!r}; choose one of {', '.join(COUNT_DISTRIBUTIONS)}."
+            )
+        if self.gap_rounding not in GAP_ROUNDINGS:
+            raise ValueError(
+                f"unknown gap_rounding {self.gap_rounding!r}; choose one of {', '.join(GAP_ROUNDINGS)}."
             )
         if self.row_seeds is not None:
             if torch.is_tensor(self.row_seeds):

@@ -11,7 +11,8 @@ Step ``k`` of ``N`` (``t = k / N``, ``dt = 1 / N``), for every row at once:
 
    with ``count_distribution="binomial"`` the counts are the exact jumps of the process over the step
    instead: ``K ~ Bin(#MASK, p_beta)`` and ``e_i ~ Bin(round(g_hat_i), p_alpha)`` with
-   ``p = 1 - S(t + dt) / S(t)`` (``S = 1 - schedule``; ``round`` stochastic, mean-preserving), and the last
+   ``p = 1 - S(t + dt) / S(t)`` (``S = 1 - schedule``; ``round`` stochastic, mean-preserving, or to the
+   nearest integer with ``gap_rounding="nearest"``), and the last
    inserting step takes ``p_alpha = 1``, so a slot's whole predicted gap is inserted by the end (Euler
    Poisson steps stop at ``t = (N - 1) / N`` and leave each token missing with chance ``~1 / N``);
 4. the last step fills every remaining MASK and inserts nothing.
@@ -19,8 +20,9 @@ Step ``k`` of ``N`` (``t = k / N``, ``dt = 1 / N``), for every row at once:
 The rates come from the model's own schedules (``model.unmask_schedule``, ``model.insertion_schedule``),
 evaluated at ``t <= (N - 1) / N`` only, where every schedule's ``kappa`` is finite: the last step, not a
 divergent rate, takes care of what is left at ``t -> 1``.
-Only slots between the protected prefix (the prompt) and suffix (when infilling) are eligible, so the
-prompt never moves or changes, and a clean token never changes again. MASK, PAD, EOS and the config's
+Only slots between the given segments are eligible (the prompt, or a prefix and a suffix, or any number
+of anchored spans: :func:`infill`), so a given token never changes and never moves relative to its
+segment, and a clean token never changes again. MASK, PAD, EOS and the config's
 ``suppress_tokens`` are never emitted. All randomness is counter-based (:mod:`.randomness`), so each row
 gets the same result in any batch. Host syncs per step: the MASK positions (``nonzero``, also inside the
 model's ``logits_positions`` gather) and the longest new row, which sizes the next canvas.
@@ -33,6 +35,7 @@ The model is anything with ``model(input_ids, t, attention_mask, logits_position
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,45 +101,121 @@ def generate_flex(
             raise ValueError(
                 f"prompt {b} is empty; give every row at least one token (e.g. the BOS id) to generate from."
             )
-    empty = [prompt.new_empty(0) for prompt in prompts]
-    return _sample(model, prompts, empty, config, generator)
+    output, _ = _sample(model, [[prompt, prompt.new_empty(0)] for prompt in prompts], config, generator)
+    return output
 
 
 def infill(
     model: nn.Module,
-    prefix_ids: TokenRows,
-    suffix_ids: TokenRows,
+    prefix_ids: TokenRows | None = None,
+    suffix_ids: TokenRows | None = None,
     generation_config: FlexGenerationConfig | None = None,
+    *,
+    segments: Sequence[Sequence[Sequence[int] | Tensor]] | None = None,
     **kwargs,
 ) -> GenerationOutput:
-    """Generate a middle of model-chosen length between each prefix and suffix.
+    """Anchored infilling: keep given segments in place and in order, and generate only between them.
 
-    Starts from ``prefix + suffix``; only slots between them are eligible (slot ``i`` iff token ``i - 1``
-    is not suffix and token ``i`` is not prefix), so an empty middle has exactly one eligible slot.
+    Two spellings, one sampler:
+
+    - ``infill(model, prefix_ids, suffix_ids)``: one middle per row between a prefix and a suffix;
+    - ``infill(model, segments=rows)``: ``rows[b]`` is a list of two or more token-id sequences
+      ``[seg_0, seg_1, ..., seg_k]``; the model inserts a gap of its own length between each consecutive
+      pair, so ``sequences[b][:lengths[b]]`` is ``seg_0 + gap_1 + seg_1 + ... + gap_k + seg_k``. Rows may
+      have different numbers of segments. ``seg_0`` (a prompt or prefix) and ``seg_k`` may be empty; an
+      inner segment may not (two gaps side by side are one gap).
+
+    Generation starts from the concatenated segments at ``t = 0``: a slot is eligible for insertion only
+    between two segments, never inside one, so every gap the model sizes is the local one between its two
+    neighbours, and no segment token moves relative to its segment or changes.
 
     Args:
         prefix_ids / suffix_ids: one row each per example (lists of ids or 1-D tensors; either may be empty,
             not both).
+        segments: instead of prefix/suffix: per row, the list of segments (lists of ids or 1-D tensors).
         generation_config, **kwargs: as for :func:`generate_flex`.
 
     Returns:
-        :class:`GenerationOutput` with ``sequences`` = prefix + middle + suffix and ``middles`` (token ids).
+        :class:`GenerationOutput` with ``sequences [B, L']`` (segments and gaps interleaved),
+        ``prompt_lengths`` (``len(seg_0)``), ``suffix_lengths`` (``len(seg_k)``) and ``middles``: for
+        prefix/suffix, each row's middle (token ids); for ``segments``, each row's list of gaps
+        ``[gap_1, ..., gap_k]``.
+
+    Raises:
+        ValueError: both spellings or neither, fewer than two segments, an empty inner segment, a row with
+            no token at all, a MASK id in a segment, or more segment tokens than the length cap.
     """
     require_flexmdm(model, "infill", "infill_mdm")
     generator = kwargs.pop("generator", None)
     config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs, model)
-    prefixes = as_token_rows(prefix_ids, name="prefix_ids")
-    suffixes = as_token_rows(suffix_ids, name="suffix_ids")
-    if len(prefixes) != len(suffixes):
-        raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
-    for b, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
-        if len(prefix) + len(suffix) == 0:
+    if segments is not None:
+        if prefix_ids is not None or suffix_ids is not None:
+            raise ValueError("pass either prefix_ids and suffix_ids, or segments=, not both.")
+        rows = _segment_rows(segments)
+    else:
+        if prefix_ids is None or suffix_ids is None:
             raise ValueError(
-                f"row {b} has an empty prefix and an empty suffix; use generate_flex with a prompt."
+                "infill needs prefix_ids and suffix_ids, or segments=[[seg_0, seg_1, ...], ...]."
             )
-    output = _sample(model, prefixes, suffixes, config, generator)
-    output.middles = output.generated_ids()
+        prefixes = as_token_rows(prefix_ids, name="prefix_ids")
+        suffixes = as_token_rows(suffix_ids, name="suffix_ids")
+        if len(prefixes) != len(suffixes):
+            raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
+        rows = [[prefix, suffix] for prefix, suffix in zip(prefixes, suffixes)]
+    for b, row in enumerate(rows):
+        if sum(len(segment) for segment in row) == 0:
+            raise ValueError(
+                f"row {b} has no token: an empty prefix and an empty suffix (or only empty segments); "
+                "use generate_flex with a prompt."
+            )
+    output, regions = _sample(model, rows, config, generator)
+    gaps = _gaps(output, regions, [len(row) - 1 for row in rows])
+    output.middles = gaps if segments is not None else [row_gaps[0] for row_gaps in gaps]
     return output
+
+
+def _segment_rows(segments: Sequence[Sequence[Sequence[int] | Tensor]]) -> list[list[Tensor]]:
+    """``segments`` as one list of 1-D id tensors per row, checked (see :func:`infill`)."""
+    if torch.is_tensor(segments) or isinstance(segments, (str, bytes)) or not isinstance(segments, Sequence):
+        raise ValueError(
+            "segments must be a list with one entry per row, each a list of token-id sequences "
+            "[[seg_0, seg_1, ...], ...]."
+        )
+    rows = []
+    for b, row in enumerate(segments):
+        if torch.is_tensor(row) or not isinstance(row, Sequence) or len(row) < 2:
+            raise ValueError(
+                f"segments[{b}] must be a list of two or more token-id sequences (the given spans, in order); "
+                "wrap a single prompt as [prompt, []] or use generate_flex."
+            )
+        row_tensors = []
+        for s, segment in enumerate(row):
+            if isinstance(segment, (str, bytes)):
+                raise ValueError(
+                    f"segments[{b}][{s}] is text; tokenize it first (tokenizer(...)['input_ids'])."
+                )
+            ids = torch.as_tensor(segment, dtype=torch.long).reshape(-1)
+            if len(ids) == 0 and 0 < s < len(row) - 1:
+                raise ValueError(
+                    f"segments[{b}][{s}] is empty; only the first and last segment may be empty (two gaps with "
+                    "nothing between them are one gap: drop the empty segment)."
+                )
+            row_tensors.append(ids)
+        rows.append(row_tensors)
+    return rows
+
+
+def _gaps(output: GenerationOutput, regions: Tensor, num_gaps: list[int]) -> list[list[list[int]]]:
+    """Each row's generated gaps ``[gap_1, ..., gap_k]`` by position: tokens of region ``2j - 1`` form gap j."""
+    sequences, regions = output.sequences.tolist(), regions.tolist()
+    gaps = []
+    for row, row_regions, length, count in zip(sequences, regions, output.lengths.tolist(), num_gaps):
+        row_gaps: list[list[int]] = [[] for _ in range(count)]
+        for token, region in zip(row[:length], row_regions[:length]):
+            if region % 2 == 1:
+                row_gaps[region // 2].append(token)
+        gaps.append(row_gaps)
+    return gaps
 
 
 def require_flexmdm(model: nn.Module, sampler: str, fixed_length_sampler: str) -> None:
@@ -152,14 +231,18 @@ def require_flexmdm(model: nn.Module, sampler: str, fixed_length_sampler: str) -
 
 @dataclass
 class _Setup:
-    """What stays fixed during one sampling run."""
+    """What stays fixed during one sampling run.
+
+    Every token carries a *region* (``[B, W]`` long, moved along with it): ``2s`` for a token of segment
+    ``s``, ``2j - 1`` for a token generated in gap ``j`` (between segments ``j - 1`` and ``j``). Regions never
+    decrease along a row; ``last_region`` (``[B]``, ``2k`` for ``k`` gaps) stands in right of the last token.
+    """
 
     mask_id: int
     pad_id: int
     cap: int
     seeds: Tensor  # [B]
-    prefix_lengths: Tensor  # [B]
-    suffix_lengths: Tensor  # [B]
+    last_region: Tensor  # [B]
     forbidden: Tensor  # [n] token ids never emitted
 
 
@@ -187,11 +270,12 @@ def forbidden_token_ids(model_config, extra: list[int] | None, vocab: int | None
 
 def _sample(
     model: nn.Module,
-    prefixes: list[Tensor],
-    suffixes: list[Tensor],
+    segments: list[list[Tensor]],
     config: FlexGenerationConfig,
     generator: torch.Generator | None,
-) -> GenerationOutput:
+) -> tuple[GenerationOutput, Tensor]:
+    """Run the sampler from the given segments of each row; returns the output and the final regions ``[B, L']``
+    (see :class:`_Setup`). Generating after a prompt is the segments ``[prompt, []]``."""
     model_config = model.config
     device = model_device(model)
     model_cap = int(model_config.max_length)
@@ -202,11 +286,11 @@ def _sample(
             f"use max_length <= {model_cap}."
         )
     mask_id, pad_id = model_config.mask_token_id, model_config.pad_token_id
-    rows = [torch.cat([prefix, suffix]) for prefix, suffix in zip(prefixes, suffixes)]
+    rows = [torch.cat(row) for row in segments]
     for b, row in enumerate(rows):
         if len(row) > cap:
             raise ValueError(
-                f"row {b} starts with {len(row)} prompt tokens, above the length cap max_length={cap}; "
+                f"row {b} starts with {len(row)} given tokens, above the length cap max_length={cap}; "
                 "shorten the prompt or raise max_length."
             )
         if bool((row == mask_id).any()):
@@ -222,14 +306,19 @@ def _sample(
         pad_id=pad_id,
         cap=cap,
         seeds=row_seeds(base_seed, config.row_seeds, len(rows), device),
-        prefix_lengths=torch.tensor([len(p) for p in prefixes], dtype=torch.long, device=device),
-        suffix_lengths=torch.tensor([len(s) for s in suffixes], dtype=torch.long, device=device),
+        last_region=torch.tensor([2 * (len(row) - 1) for row in segments], dtype=torch.long, device=device),
         forbidden=torch.tensor(
             forbidden_token_ids(model_config, config.suppress_tokens), dtype=torch.long, device=device
         ),
     )
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-    ids, lengths = pad_rows(rows, pad_id, _canvas_width(int(lengths.max()), cap, config), device)
+    width = _canvas_width(int(lengths.max()), cap, config)
+    ids, lengths = pad_rows(rows, pad_id, width, device)
+    region_rows = [
+        torch.cat([torch.full((len(segment),), 2 * s, dtype=torch.long) for s, segment in enumerate(row)])
+        for row in segments
+    ]
+    regions, _ = pad_rows(region_rows, 0, width, device)
     trace = [GenerationStep(0, 0.0, ids.cpu(), lengths.cpu())] if config.return_trace else None
 
     insertion_schedule, unmask_schedule = model.insertion_schedule, model.unmask_schedule
@@ -250,18 +339,19 @@ def _sample(
                     float(unmask_schedule.rate(t64)) / steps,
                     float(insertion_schedule.rate(t64)) / steps,
                 )
-            ids, lengths, record = _step(model, ids, lengths, k, t, rates, setup, config)
+            ids, lengths, regions, record = _step(model, ids, lengths, regions, k, t, rates, setup, config)
             if trace is not None:
                 trace.append(record)
 
     width = int(lengths.max())
-    return GenerationOutput(
+    output = GenerationOutput(
         sequences=ids[:, :width],
         lengths=lengths,
-        prompt_lengths=setup.prefix_lengths,
-        suffix_lengths=setup.suffix_lengths,
+        prompt_lengths=torch.tensor([len(row[0]) for row in segments], dtype=torch.long, device=device),
+        suffix_lengths=torch.tensor([len(row[-1]) for row in segments], dtype=torch.long, device=device),
         trace=trace,
     )
+    return output, regions[:, :width]
 
 
 def step_probability(schedule: Schedule, t: float, t_next: float) -> float:
@@ -298,13 +388,15 @@ def _step(
     model: nn.Module,
     ids: Tensor,
     lengths: Tensor,
+    regions: Tensor,
     k: int,
     t: float,
     rates: tuple[float, float] | None,
     setup: _Setup,
     config: FlexGenerationConfig,
 ) -> tuple[Tensor, Tensor, GenerationStep | None]:
-    """One sampler step. ids ``[B, W]``, lengths ``[B]`` -> the next (ids ``[B, W']``, lengths ``[B]``, trace entry).
+    """One sampler step. ids ``[B, W]``, lengths ``[B]``, regions ``[B, W]`` -> the next (ids ``[B, W']``,
+    lengths ``[B]``, regions ``[B, W']``, trace entry).
 
     ``rates`` = (``kappa_beta(t) dt``, ``kappa_alpha(t) dt``) for Poisson counts, or the two step probabilities
     for binomial counts (``config.count_distribution``), or None on the last step (fill all, no insertion).
@@ -351,8 +443,8 @@ def _step(
             record = GenerationStep(
                 k + 1, t, new_ids.cpu(), lengths.cpu(), moved.cpu(), select.cpu(), nothing.cpu()
             )
-        return new_ids, lengths, record
-    return _insert(new_ids, lengths, valid, select, out.expected_gaps, k, t, rates[1], setup, config)
+        return new_ids, lengths, regions, record
+    return _insert(new_ids, lengths, regions, valid, select, out.expected_gaps, k, t, rates[1], setup, config)
 
 
 def _select_unmask(
@@ -396,6 +488,7 @@ def _select_unmask(
 def _insert(
     ids: Tensor,
     lengths: Tensor,
+    regions: Tensor,
     valid: Tensor,
     unmasked: Tensor,
     expected_gaps: Tensor,
@@ -405,20 +498,30 @@ def _insert(
     setup: _Setup,
     config: FlexGenerationConfig,
 ) -> tuple[Tensor, Tensor, GenerationStep | None]:
-    """Insert Poisson numbers of MASKs at eligible slots. ids ``[B, W]``, expected_gaps ``[B, W+1]``."""
+    """Insert MASKs at eligible slots. ids ``[B, W]``, regions ``[B, W]``, expected_gaps ``[B, W+1]``.
+
+    Slot ``i`` sits between tokens ``i - 1`` and ``i``; it is eligible when it lies in a gap: its left and
+    right regions differ (a segment border) or the left one is a gap. Inserted MASKs join that gap.
+    """
     batch, width = ids.shape
     device = ids.device
     slots = torch.arange(width + 1, device=device)
-    eligible = (slots[None] >= setup.prefix_lengths[:, None]) & (
-        slots[None] <= (lengths - setup.suffix_lengths)[:, None]
+    left_region = torch.cat([regions.new_zeros(batch, 1), regions], dim=1)  # [B, W+1]; slot 0: segment 0
+    right_region = torch.cat([regions, regions.new_zeros(batch, 1)], dim=1)
+    right_region = torch.where(slots[None] < lengths[:, None], right_region, setup.last_region[:, None])
+    eligible = (slots[None] <= lengths[:, None]) & (
+        (left_region != right_region) | (left_region % 2 == 1)
     )  # [B, W+1]
     uniform = counter_uniform(setup.seeds[:, None], k, STREAM_INSERTION, slots[None])
     if config.count_distribution == "binomial":
         # Each of a slot's missing tokens arrives with the step probability; the count is g_hat rounded
         # stochastically (mean g_hat), exact when the model is sure of an integer gap.
         gaps = expected_gaps.double()
-        frac = counter_uniform(setup.seeds[:, None], k, STREAM_ROUNDING, slots[None])
-        remaining = torch.floor(gaps) + (frac < gaps - torch.floor(gaps)).double()
+        if config.gap_rounding == "nearest":
+            remaining = torch.floor(gaps + 0.5)
+        else:
+            frac = counter_uniform(setup.seeds[:, None], k, STREAM_ROUNDING, slots[None])
+            remaining = torch.floor(gaps) + (frac < gaps - torch.floor(gaps)).double()
         counts = binomial_inverse_cdf(remaining.long(), insertion_rate, uniform) * eligible
     else:
         counts = poisson_inverse_cdf(expected_gaps.double() * insertion_rate, uniform) * eligible
@@ -434,11 +537,15 @@ def _insert(
     new_positions = torch.arange(new_width + 1, device=device)
     new_ids = torch.where(new_positions[None] < new_lengths[:, None], setup.mask_id, setup.pad_id)
     new_ids = new_ids.scatter(1, moved_to, ids)[:, :new_width]
+    kept = torch.zeros(batch, new_width + 1, dtype=torch.bool, device=device)
+    kept = kept.scatter(1, moved_to, valid)[:, :new_width]
+    # A kept token keeps its region; an inserted MASK joins the gap right of the last kept token before it.
+    kept_regions = regions.new_zeros(batch, new_width + 1).scatter(1, moved_to, regions)[:, :new_width]
+    left_of_inserted = torch.where(kept, kept_regions, 0).cummax(dim=1).values
+    new_regions = torch.where(kept, kept_regions, left_of_inserted | 1)
 
     record = None
     if config.return_trace:
-        kept = torch.zeros(batch, new_width + 1, dtype=torch.bool, device=device)
-        kept = kept.scatter(1, moved_to, valid)[:, :new_width]
         inserted = (new_positions[None, :new_width] < new_lengths[:, None]) & ~kept
         record = GenerationStep(
             k + 1,
@@ -449,4 +556,4 @@ def _insert(
             unmasked.cpu(),
             inserted.cpu(),
         )
-    return new_ids, new_lengths, record
+    return new_ids, new_lengths, new_regions, record

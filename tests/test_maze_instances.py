@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from flexretrofit.data.maze import (
+from flexretrofit.maze.instances import (
     DIFFICULTIES,
     MOVES,
     OPPOSITE,
@@ -341,3 +341,78 @@ def test_cells_format_writes_cell_ids_and_checks_them(tmp_path):
 def test_cells_format_refuses_grids_beyond_one_hex_digit():
     with pytest.raises(ValueError, match="at most 16 cells"):
         build_splits(1, 0, 0, difficulties={"big": MazeDifficulty("big", 5, 5, 2, 6)}, answer_format="cells")
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgoal mazes (hints on the path, anchors for infilling)
+# ---------------------------------------------------------------------------------------------
+
+FOUR_BY_FOUR = {"easy": MazeDifficulty("easy", 4, 4, 3, 6), "hard": MazeDifficulty("hard", 4, 4, 11, 15)}
+
+
+@pytest.fixture(scope="module")
+def subgoal_mazes():
+    return build_splits(0, 0, 60, seed=3, difficulties=FOUR_BY_FOUR, answer_format="cells", hint_rate=0.5)[
+        "test"
+    ]
+
+
+def test_subgoal_reference_answers_pass_and_round_trip(subgoal_mazes):
+    assert any(m.hints for m in subgoal_mazes)
+    for maze in subgoal_mazes:
+        record = maze.to_dict()
+        assert check_answer(maze, record["answer"]).valid
+        assert MazeInstance.from_dict(record) == maze
+        pieces = record["anchored_answer"]
+        assert "".join(p["text"] for p in pieces) == record["answer"]
+        assert pieces[-1]["anchor"], "the goal is always an anchor"
+        cells = record["answer"].split()
+        given = [cells[i] for i in maze.hints]
+        assert record["prompt"].endswith(" via" + "".join(f" {c}" for c in given) + " path:")
+        assert " via" not in record["plain_prompt"]
+
+
+def test_subgoal_hints_are_drawn_at_the_rate_and_never_on_the_goal(subgoal_mazes):
+    interior = sum(m.num_moves - 1 for m in subgoal_mazes)
+    given = sum(len(m.hints) for m in subgoal_mazes)
+    assert 0.4 < given / interior < 0.6
+    assert all(m.num_moves - 1 not in m.hints for m in subgoal_mazes)
+
+
+def test_corrupted_subgoal_answers_fail(subgoal_mazes):
+    for maze in subgoal_mazes[:20]:
+        cells = maze.to_dict()["answer"].split()
+        assert not check_answer(maze, " ".join(cells[:-1])).valid  # stops short of the goal
+        wrong = [c for c in "0123456789abcdef" if c not in cells][0]
+        corrupted = cells.copy()
+        corrupted[len(cells) // 2] = wrong
+        assert not check_answer(maze, " ".join(corrupted)).valid
+        assert not check_answer(maze, " ".join(cells + cells[-2:-1])).valid  # one step too many
+
+
+def test_a_shortest_path_that_skips_a_subgoal_fails():
+    # A 2x2 room without inner walls has two shortest paths from 0,0 to 1,1; the subgoal is 0,1.
+    maze = MazeInstance("easy", 2, 2, (0x9, 0x3, 0xC, 0x6), (0, 0), (1, 1), ("R", "D"), "cells", hints=(0,))
+    assert check_answer(maze, " 1 3").valid
+    verdict = check_answer(maze, " 2 3")
+    assert not verdict.valid and verdict.reason == "missed_subgoal"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(answer_format="moves", hints=(0,)), "answer_format='cells'"),
+        (dict(answer_format="cells", hints=(1,)), "increasing path-cell indices"),
+        (dict(answer_format="cells", hints=(-1,)), "increasing path-cell indices"),
+    ],
+)
+def test_bad_hints_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        MazeInstance("easy", 2, 2, (0x9, 0x3, 0xC, 0x6), (0, 0), (1, 1), ("R", "D"), **fields)
+
+
+def test_plain_mazes_have_no_anchors():
+    maze = build_splits(0, 0, 3, seed=0, difficulties=FOUR_BY_FOUR, answer_format="cells")["test"][0]
+    assert "hints" not in maze.to_dict() and maze.anchors == ()
+    with pytest.raises(ValueError, match="no subgoals"):
+        maze.answer_pieces()

@@ -1,7 +1,7 @@
 """The maze comparison's report: ``report.md`` and ``report.png`` for FlexMDM vs MDM, from the result rows.
 
-Every function reads the per-maze rows (:func:`flexretrofit.evaluation.maze.evaluate`) and their summary
-(:func:`flexretrofit.evaluation.maze.summarize_rows`) for the two models of :data:`MODELS`; none runs a
+Every function reads the per-maze rows (:func:`flexretrofit.maze.evaluation.evaluate`) and their summary
+(:func:`flexretrofit.maze.evaluation.summarize_rows`) for the two models of :data:`MODELS`; none runs a
 model. :func:`write_report` assembles the Markdown file (results table, what the numbers say, speed and
 budget, samples, a rendered maze, the files); the other functions give its parts, which the demo also
 prints.
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.data.maze import MazeInstance, answer_text, parse_answer, prompt_text, render
+from flexretrofit.maze.instances import MazeInstance, answer_text, parse_answer, prompt_text, render
 
 MODELS = ("mdm", "flexmdm")
 LABELS = {"mdm": "MDM (LLaDA sampler)", "flexmdm": "FlexMDM (retrofit)"}
@@ -187,6 +187,23 @@ def pretraining_line(pretraining: dict[str, Any] | None) -> str:
     )
 
 
+def baseline_lines(baselines: dict[str, Any] | None, names: Sequence[str]) -> list[str]:
+    """The MDM arms (with and without the subgoals in its prompt) and which one is the baseline."""
+    if not baselines or len(baselines["arms"]) < 2:
+        return []
+    lines = [
+        "MDM baselines (the better one overall is the row `mdm` above):",
+        "",
+        "| MDM arm | " + " | ".join(names) + " | all |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for arm, result in baselines["arms"].items():
+        mark = " (baseline)" if arm == baselines["chosen"] else ""
+        cells = [f"{_pct(result[name]['success'])}" for name in [*names, "all"]]
+        lines.append(f"| {arm}{mark} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(
     path: Path,
     summary: dict[str, Any],
@@ -218,7 +235,12 @@ def write_report(
         "",
         f"A {summary['mdm_checkpoint']['parameters'] / 1e6:.2f}M-parameter LLaDA-architecture MDM, pretrained on mazes "
         f"(`{summary['mdm_checkpoint']['path']}`), retrofitted into a FlexMDM with `from_llada` + `recipes/instruct.py`, "
-        "against the same MDM trained for the same budget. "
+        + (
+            "against the same MDM trained for the same budget. "
+            if "mdm" in training
+            else "against the same MDM as pretrained (more MDM training was measured to change nothing; "
+            "docs/maze_retrofit_investigation.md). "
+        )
         + (
             "**Quick run (a few steps): the numbers say nothing about the method.**"
             if summary["quick"]
@@ -229,7 +251,7 @@ def write_report(
         "",
         f"Mazes: the first {summary['num_test_per_difficulty']} of each difficulty of the {summary['split']} split "
         f"(seed {seed}, disjoint from all training data). Success = legal moves that reach the goal by "
-        "the shortest path (`data.maze.check_answer`). Length TV = total-variation distance between the generated "
+        "the shortest path, through every given subgoal (`maze.text.check_answer`). Length TV = total-variation distance between the generated "
         "and the true answer lengths (tokens; one token per move); exact length = share of answers of the true length.",
         "",
         results_table(results, names),
@@ -247,22 +269,28 @@ def write_report(
         "",
         *verdict_lines(results, names),
         "",
+        *baseline_lines(summary.get("baselines"), names),
         "## Speed and budget",
         "",
         "| model | extra training | generation | tokens/s | mazes/s |",
         "|---|---|---|---|---|",
     ]
     for model in MODELS:
-        info = training[model]
+        info = training.get(model)
         generation = (
             f"generate_flex, {summary['sampling']['flexmdm']['steps']} forward passes"
             if model == "flexmdm"
             else f"generate_mdm, one forward pass per canvas position after the prompt "
             f"({summary['sampling']['mdm']['canvas_length']} - prompt)"
         )
+        trained = (
+            "none (as pretrained)"
+            if info is None
+            else f"{info['steps']} steps x {info['global_batch_size']} mazes, {info['wall_seconds']} s, "
+            f"final loss {info['final_train_loss']:.3f}"
+        )
         lines.append(
-            f"| {model} | {info['steps']} steps x {info['global_batch_size']} mazes, {info['wall_seconds']} s, "
-            f"final loss {info['final_train_loss']:.3f} | {generation} | {speed[model]['tokens_per_second']:.0f} "
+            f"| {model} | {trained} | {generation} | {speed[model]['tokens_per_second']:.0f} "
             f"| {speed[model]['mazes_per_second']:.1f} |"
         )
     lines += [

@@ -2,8 +2,8 @@
 what it buys (``recipes/demo_maze.py`` is its command line; ``make demo`` / ``make demo-pretrain``).
 
 It sits at the package top level rather than in ``evaluation/`` because it is the whole run, not one step:
-maze data (:mod:`flexretrofit.data.maze`), training through the recipe code, evaluation
-(:mod:`flexretrofit.evaluation.maze`) and the report (:mod:`flexretrofit.evaluation.maze_report`). It adds
+maze data (:mod:`flexretrofit.maze.instances`), training through the recipe code, evaluation
+(:mod:`flexretrofit.maze.evaluation`) and the report (:mod:`flexretrofit.maze.report`). It adds
 the settings and the order of the steps.
 
 The comparison (:func:`run_comparison`), top to bottom:
@@ -45,19 +45,17 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
-from flexretrofit.data.maze import MazeDifficulty, MazeInstance, build_splits, read_jsonl, save_splits
-from flexretrofit.evaluation.maze import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
-from flexretrofit.evaluation.maze_report import (
-    MODELS,
+from flexretrofit.evaluation.results import write_summary
+from flexretrofit.maze.evaluation import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
+from flexretrofit.maze.instances import MazeDifficulty, MazeInstance, build_splits, read_jsonl, save_splits
+from flexretrofit.maze.report import (
     plot_report,
     rendered_example,
     results_table,
     sample_lines,
     write_report,
 )
-from flexretrofit.evaluation.results import write_summary
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
-from flexretrofit.testing import build_tiny_tokenizer, tiny_llada_config
+from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +90,8 @@ class TaskSettings:
     num_train: int = 12000
     num_validation: int = 300
     num_test: int = 600
-    answer_format: str = "moves"  # or "cells" (data.maze.ANSWER_FORMATS)
+    answer_format: str = "moves"  # or "cells" (maze.instances.ANSWER_FORMATS)
+    hint_rate: float | None = None  # subgoal mazes: chance that a path cell is given (cells format)
 
     def specs(self) -> dict[str, MazeDifficulty]:
         return {name: MazeDifficulty(name, **fields) for name, fields in self.difficulties.items()}
@@ -109,7 +108,9 @@ class PretrainSettings:
 @dataclasses.dataclass
 class CompareSettings:
     flexmdm_config: str
-    mdm_config: str
+    mdm_config: str | None = (
+        None  # None: the MDM baseline is the checkpoint as pretrained (no extra training)
+    )
     mdm_checkpoint: str | None = None
 
 
@@ -197,7 +198,25 @@ def build_task_splits(task: TaskSettings) -> dict[str, list[MazeInstance]]:
         difficulty_mix=task.difficulty_mix,
         difficulties=task.specs(),
         answer_format=task.answer_format,
+        hint_rate=task.hint_rate,
     )
+
+
+def write_task_data(task: TaskSettings, data_dir: Path) -> dict[str, Path]:
+    """Write ``<split>.jsonl`` for each split; for subgoal mazes also ``<split>_mdm.jsonl``, where every
+    maze appears twice, with its subgoals in the prompt and without them (the MDM learns both forms)."""
+    splits = build_task_splits(task)
+    files = save_splits(splits, data_dir)
+    if task.hint_rate is not None:
+        for split, instances in splits.items():
+            path = data_dir / f"{split}_mdm.jsonl"
+            with path.open("w", encoding="utf-8") as handle:
+                for instance in instances:
+                    record = instance.to_dict()
+                    for prompt in (record["prompt"], record["plain_prompt"]):
+                        handle.write(json.dumps({**record, "prompt": prompt}) + "\n")
+    print(f"maze splits in {data_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), flush=True)
+    return files
 
 
 def canvas_length(tokenizer: PreTrainedTokenizerBase, task: TaskSettings) -> int:
@@ -207,7 +226,8 @@ def canvas_length(tokenizer: PreTrainedTokenizerBase, task: TaskSettings) -> int
     for spec in task.specs().values():
         walls = " ".join(["f"] * (spec.height * spec.width))
         cell = "0" if task.answer_format == "cells" else "0,0"
-        prompt = f"maze {spec.height}x{spec.width} walls: {walls} start {cell} goal {cell} path:"
+        via = "" if task.hint_rate is None else " via" + f" {cell}" * (spec.max_moves - 1)
+        prompt = f"maze {spec.height}x{spec.width} walls: {walls} start {cell} goal {cell}{via} path:"
         longest = max(longest, len(prompt_format.prompt_ids(prompt)) + spec.max_moves + 1)
     return longest
 
@@ -284,12 +304,22 @@ def train_with_recipe(config_path: Path, overrides: list[str], label: str, train
     return info
 
 
-def path_overrides(init_from: Path, data_dir: Path, output_dir: Path) -> list[str]:
-    """Recipe overrides that point a demo training config at this run's checkpoint, data and output."""
+def backbone_config(tokenizer: PreTrainedTokenizerBase, sizes: dict[str, Any]) -> LLaDAConfig:
+    """A LLaDA config of the given sizes whose vocabulary and special ids come from ``tokenizer``."""
+    ids = {
+        name: getattr(tokenizer, name)
+        for name in ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+    }
+    return LLaDAConfig(vocab_size=len(tokenizer), embedding_size=len(tokenizer), **ids, **sizes)
+
+
+def path_overrides(init_from: Path, data_dir: Path, output_dir: Path, file_suffix: str = "") -> list[str]:
+    """Recipe overrides that point a demo training config at this run's checkpoint, data and output
+    (``<split><file_suffix>.jsonl``: ``_mdm`` for the MDM's two-prompt files)."""
     return [
         f"model.init_from={json.dumps(str(init_from))}",
-        f"data.sources={json.dumps([{'path': str(data_dir / 'train.jsonl')}])}",
-        f"data.eval_sources={json.dumps([{'path': str(data_dir / 'validation.jsonl')}])}",
+        f"data.sources={json.dumps([{'path': str(data_dir / f'train{file_suffix}.jsonl')}])}",
+        f"data.eval_sources={json.dumps([{'path': str(data_dir / f'validation{file_suffix}.jsonl')}])}",
         f"train.output_dir={json.dumps(str(output_dir))}",
     ]
 
@@ -302,17 +332,19 @@ def path_overrides(init_from: Path, data_dir: Path, output_dir: Path) -> list[st
 def _comparison_configs(
     settings: DemoSettings, steps_override: list[str], canvas: int, root: Path
 ) -> dict[str, Path]:
-    """The two training configs, checked: the right model kind each, one budget, the MDM's canvas."""
-    configs = {
-        "flexmdm": repo_path(settings.compare.flexmdm_config, root),
-        "mdm": repo_path(settings.compare.mdm_config, root),
-    }
+    """The training configs, checked: the right model kind each, the MDM's canvas, and (when the MDM baseline
+    trains on too) one budget for both."""
+    configs = {"flexmdm": repo_path(settings.compare.flexmdm_config, root)}
+    if settings.compare.mdm_config is not None:
+        configs["mdm"] = repo_path(settings.compare.mdm_config, root)
     loaded = {model: load_config(path, steps_override) for model, path in configs.items()}
     for model, config in loaded.items():
         if config.model.kind != model:
             raise ValueError(
                 f"{configs[model]} trains model.kind={config.model.kind!r}; the {model} run needs {model!r}."
             )
+    if "mdm" not in loaded:
+        return configs
     budget = {
         model: (c.train.max_steps, c.train.global_batch_size, c.optim.lr) for model, c in loaded.items()
     }
@@ -327,6 +359,19 @@ def _comparison_configs(
             f"on a {canvas}-token canvas; use that."
         )
     return configs
+
+
+def mdm_arms(task: TaskSettings) -> dict[str, bool]:
+    """The MDM baselines to run, by name: whether each shows the subgoals in its prompt. On subgoal mazes
+    the MDM runs with them and without them (the same paths as plain mazes); the better one is the baseline."""
+    if task.hint_rate is None:
+        return {"mdm": True}
+    return {"mdm_with_hints": True, "mdm_without_hints": False}
+
+
+def best_arm(results: dict[str, dict[str, Any]]) -> str:
+    """The arm with the highest overall success (the first listed on a tie)."""
+    return max(results, key=lambda arm: results[arm]["all"]["success"])
 
 
 def run_comparison(
@@ -345,7 +390,8 @@ def run_comparison(
         else shipped_mdm_path()
     )
     task_record = read_task_file(checkpoint)
-    recorded_task = {"answer_format": "moves", **task_record["task"]}  # records from before the field existed
+    # records from before these fields existed
+    recorded_task = {"answer_format": "moves", "hint_rate": None, **task_record["task"]}
     if recorded_task != json.loads(json.dumps(dataclasses.asdict(settings.task))):
         raise ValueError(
             f"the MDM in {checkpoint} was pretrained on other mazes ({task_record['task']}) than task in the demo "
@@ -361,35 +407,41 @@ def run_comparison(
 
     _check_work_dir(work_dir, {"settings": settings.to_dict(), "quick": quick, "checkpoint": str(checkpoint)})
 
-    splits = build_task_splits(_quick_task(settings, quick))
     data_dir = work_dir / "data"
-    split_files = save_splits(splits, data_dir)
+    split_files = write_task_data(_quick_task(settings, quick), data_dir)
     names = list(settings.task.difficulties)
     if evaluation.split not in split_files:
         raise ValueError(f"evaluation.split={evaluation.split!r} is not one of {sorted(split_files)}.")
     instances = evaluation_subset(read_jsonl(split_files[evaluation.split]), names, per_difficulty)
-    print(f"maze splits in {data_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), flush=True)
 
     training = {}
-    for model in ("flexmdm", "mdm"):
+    for model, config_path in configs.items():
         overrides = path_overrides(checkpoint, data_dir, work_dir / model) + steps_override
-        training[model] = train_with_recipe(configs[model], overrides, model, train)
+        training[model] = train_with_recipe(config_path, overrides, model, train)
 
     tokenizer = load_tokenizer(training["flexmdm"]["final"])
     flex_model = FlexMDMForMaskedDiffusion.from_pretrained(training["flexmdm"]["final"]).eval()
-    mdm_model = LLaDAModelLM.from_pretrained(training["mdm"]["final"]).eval()
+    mdm_path = training["mdm"]["final"] if "mdm" in training else checkpoint
+    mdm_model = LLaDAModelLM.from_pretrained(mdm_path).eval()
+    arms = mdm_arms(settings.task)
     solvers = {
         # The same cap for both: FlexMDM's answers may not grow past the MDM's canvas.
         "flexmdm": flex_solver(flex_model, tokenizer, canvas, flex_options),
-        "mdm": mdm_solver(mdm_model, tokenizer, canvas, dict(evaluation.mdm)),
+        **{
+            arm: mdm_solver(mdm_model, tokenizer, canvas, dict(evaluation.mdm), hints)
+            for arm, hints in arms.items()
+        },
     }
-    rows = {}
+    all_rows = {}
     files: dict[str, Path] = {"maze splits": data_dir}
-    for model in MODELS:
+    for model, solve in solvers.items():
         path = work_dir / f"results_{model}.jsonl"
-        rows[model] = evaluate(solvers[model], instances, tokenizer, path, evaluation.batch_size, model)
+        all_rows[model] = evaluate(solve, instances, tokenizer, path, evaluation.batch_size, model)
         files[f"{model} answers (one JSON row per maze)"] = path
-    results = {model: summarize_rows(rows[model], names) for model in MODELS}
+    baselines = {arm: summarize_rows(all_rows[arm], names) for arm in arms}
+    chosen = best_arm(baselines)
+    rows = {"flexmdm": all_rows["flexmdm"], "mdm": all_rows[chosen]}
+    results = {"flexmdm": summarize_rows(rows["flexmdm"], names), "mdm": baselines[chosen]}
 
     summary = {
         "quick": quick,
@@ -397,10 +449,12 @@ def run_comparison(
         "split": evaluation.split,
         "num_test_per_difficulty": per_difficulty,
         "results": results,
+        # every MDM arm run; results["mdm"] is the better one
+        "baselines": {"chosen": chosen, "arms": baselines},
         "training": training,
         "sampling": {
             "flexmdm": {**flex_options, "max_length": canvas},
-            "mdm": {**evaluation.mdm, "canvas_length": canvas},
+            "mdm": {**evaluation.mdm, "canvas_length": canvas, "arms": arms},
         },
         "mdm_checkpoint": {
             "path": str(checkpoint),
@@ -456,16 +510,19 @@ def run_pretraining(
 ) -> Path:
     """Train the maze MDM from a random tiny LLaDA and write it (with its task record) to ``output_dir``."""
     pretrain = settings.pretrain
-    tokenizer = build_tiny_tokenizer()
+    # The package's maze tokenizer: one token per cell id, move and wall mask (it ships with the MDM).
+    tokenizer = load_tokenizer(shipped_mdm_path())
     init = work_dir / "llada_init"
     if not (init / "config.json").is_file():
         torch.manual_seed(pretrain.seed)
-        LLaDAModelLM(tiny_llada_config(tokenizer, **pretrain.backbone)).save_pretrained(init)
+        LLaDAModelLM(backbone_config(tokenizer, pretrain.backbone)).save_pretrained(init)
         tokenizer.save_pretrained(init)
     data_dir = work_dir / "data"
-    save_splits(build_task_splits(_quick_task(settings, quick)), data_dir)
+    task = _quick_task(settings, quick)
+    write_task_data(task, data_dir)
     config_path = repo_path(pretrain.config, root)
-    overrides = path_overrides(init, data_dir, work_dir / "mdm")
+    mdm_files = "_mdm" if task.hint_rate is not None else ""
+    overrides = path_overrides(init, data_dir, work_dir / "mdm", mdm_files)
     if quick:
         overrides += _quick_overrides(settings)
     config = load_config(config_path, overrides)
@@ -484,7 +541,7 @@ def run_pretraining(
     record = {
         "task": json.loads(json.dumps(dataclasses.asdict(settings.task))),
         "canvas_length": canvas,
-        "format": "flexretrofit.data.maze prompt/answer text, PromptCompletionFormat, EOS-padded canvas",
+        "format": "flexretrofit.maze.instances prompt/answer text, PromptCompletionFormat, EOS-padded canvas",
         "pretraining": {
             "recipe": "recipes/instruct.py --config " + str(pretrain.config),
             "backbone": pretrain.backbone,

@@ -1,14 +1,13 @@
-"""Maze evaluation and report (flexretrofit.evaluation.maze, .maze_report): exact scoring of answers,
+"""Maze evaluation and report (flexretrofit.maze.evaluation, .maze_report): exact scoring of answers,
 resumable per-maze rows, the summary numbers from hand-written rows, and the report text."""
 
 import math
 
 import pytest
 
-from flexretrofit.data.maze import MazeDifficulty, build_splits
-from flexretrofit.demo import shipped_mdm_path
 from flexretrofit.evaluation import read_results
-from flexretrofit.evaluation.maze import (
+from flexretrofit.maze.demo import shipped_mdm_path
+from flexretrofit.maze.evaluation import (
     evaluate,
     evaluation_subset,
     mdm_solver,
@@ -17,7 +16,8 @@ from flexretrofit.evaluation.maze import (
     summarize_rows,
     true_length_solver,
 )
-from flexretrofit.evaluation.maze_report import (
+from flexretrofit.maze.instances import MazeDifficulty, build_splits
+from flexretrofit.maze.report import (
     pretraining_line,
     rendered_example,
     results_table,

@@ -1,8 +1,9 @@
 """Maze evaluation: answer test mazes with a model, check every answer exactly, summarise the rows.
 
-A *solver* maps a batch of :class:`~flexretrofit.data.maze.MazeInstance` to the generated answer token ids
+A *solver* maps a batch of :class:`~flexretrofit.maze.instances.MazeInstance` to the generated answer token ids
 (one list per maze, any length). :func:`flex_solver` and :func:`mdm_solver` build one from a FlexMDM
-(``generate_flex``) or a LLaDA MDM (``generate_mdm``); a test can pass any function of that shape.
+(``generate_flex``, or anchored ``infill(segments=...)`` on subgoal mazes) or a LLaDA MDM (``generate_mdm``,
+with or without the subgoals in its prompt); a test can pass any function of that shape.
 
 :func:`evaluate` runs a solver over the mazes not yet answered, batching by difficulty, and appends one
 JSONL row per maze (:class:`~flexretrofit.evaluation.results.ResultsWriter`) as each batch finishes, so an
@@ -24,10 +25,10 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
-from flexretrofit.data.maze import MazeInstance, check_answer, prompt_text
 from flexretrofit.evaluation.gsm8k import wilson_interval
 from flexretrofit.evaluation.lengths import total_variation_distance
 from flexretrofit.evaluation.results import ResultsWriter
+from flexretrofit.maze.instances import MazeInstance, check_answer, prompt_text
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
 from flexretrofit.sampling import generate_flex, generate_mdm
 
@@ -62,11 +63,23 @@ def evaluation_subset(
 
 
 def maze_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase, show_hints: bool = True
 ) -> Callable[[Sequence[MazeInstance]], list[list[int]]]:
-    """The prompt token ids of each maze, as the training data formats them (``PromptCompletionFormat``)."""
+    """The prompt token ids of each maze, as the training data formats them (``PromptCompletionFormat``);
+    ``show_hints=False`` leaves a subgoal maze's hints out of the prompt."""
     prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
-    return lambda instances: [prompt_format.prompt_ids(prompt_text(instance)) for instance in instances]
+    return lambda instances: [
+        prompt_format.prompt_ids(prompt_text(instance, show_hints=show_hints)) for instance in instances
+    ]
+
+
+def anchored_segments(
+    instance: MazeInstance, prompt_ids: list[int], tokenizer: PreTrainedTokenizerBase
+) -> list[list[int]]:
+    """``[prompt, anchor_run_1, ..., anchor_run_k]``: the segments a FlexMDM keeps on a subgoal maze (each
+    run of consecutive given cells, ending with the goal), tokenised piece by piece as in training."""
+    anchors = [piece["text"] for piece in instance.answer_pieces() if piece["anchor"]]
+    return [prompt_ids, *(tokenizer(text, add_special_tokens=False)["input_ids"] for text in anchors)]
 
 
 def flex_solver(
@@ -75,19 +88,30 @@ def flex_solver(
     cap: int,
     options: dict[str, Any],
 ) -> Solver:
-    """Answers of model-chosen length: ``generate_flex`` from the prompt alone, at most ``cap`` tokens in all.
+    """Answers of model-chosen length, at most ``cap`` tokens in all (prompt included), seeded per maze
+    (:func:`row_seed`). ``options`` go to the sampler (``steps``, ``temperature``, ...).
 
-    Each batch of B mazes is B prompts of their own length P_i; ``generate_flex`` grows each row to at most
-    ``cap`` tokens (prompt included) and the solver returns the B generated parts, seeded per maze
-    (:func:`row_seed`). ``options`` go to ``generate_flex`` (``steps``, ``temperature``, ...).
+    A plain maze is generated from its prompt alone (``generate_flex``). A subgoal maze is anchored
+    infilling (``infill(segments=...)``): the prompt and each run of given cells (:func:`anchored_segments`)
+    stay in place and the model inserts and unmasks the cells between them; the answer is everything after
+    the prompt, anchors included. Each batch of B mazes is B rows of their own length.
     """
     prompt_ids = maze_prompt_ids(tokenizer)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
         prompts = prompt_ids(instances)
         seeds = [row_seed(instance) for instance in instances]
-        output = generate_flex(model, prompts, max_length=cap, row_seeds=seeds, **options)
-        return output.generated_ids()
+        if all(instance.hints is None for instance in instances):
+            output = generate_flex(model, prompts, max_length=cap, row_seeds=seeds, **options)
+            return output.generated_ids()
+        segments = [anchored_segments(i, p, tokenizer) for i, p in zip(instances, prompts)]
+        output = model.infill(segments=segments, max_length=cap, row_seeds=seeds, **options)
+        rows, starts, ends = (
+            output.sequences.tolist(),
+            output.prompt_lengths.tolist(),
+            output.lengths.tolist(),
+        )
+        return [row[start:end] for row, start, end in zip(rows, starts, ends)]
 
     return solve
 
@@ -97,30 +121,35 @@ def mdm_solver(
     tokenizer: PreTrainedTokenizerBase,
     canvas: int,
     options: dict[str, Any],
+    show_hints: bool = True,
 ) -> Solver:
     """LLaDA's sampler on the training canvas: ``canvas - prompt`` MASKs, cut at the first EOS.
 
-    A batch is B prompts of one length P (one grid size; :func:`evaluate` batches by difficulty): the
-    canvas is (B, ``canvas``), one block of ``canvas - P`` positions unmasked one per step. The solver
-    returns each row's answer up to its first EOS. ``options`` go to ``generate_mdm``.
+    Prompts of one length P share a canvas (B, ``canvas``), one block of ``canvas - P`` positions unmasked
+    one per step; a batch with several prompt lengths (subgoal mazes list their hints) runs one call per
+    length. The solver returns each row's answer up to its first EOS. ``options`` go to ``generate_mdm``;
+    ``show_hints=False`` gives a subgoal maze's prompt without its hints (the plain-maze baseline).
     """
-    prompt_ids = maze_prompt_ids(tokenizer)
+    prompt_ids = maze_prompt_ids(tokenizer, show_hints)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
         prompts = prompt_ids(instances)
-        if len({len(p) for p in prompts}) != 1:
-            raise ValueError("an MDM batch needs prompts of one length (one grid size); batch by difficulty.")
-        gen_length = canvas - len(prompts[0])
-        output = generate_mdm(
-            model,
-            prompts,
-            gen_length=gen_length,
-            block_length=gen_length,
-            steps=gen_length,
-            suppress_tokens=[],  # EOS is how the MDM ends its answer; the sampler cuts there
-            **options,
-        )
-        return output.generated_ids()
+        answers: list[list[int]] = [[] for _ in instances]
+        for length in sorted({len(p) for p in prompts}):
+            rows = [b for b, prompt in enumerate(prompts) if len(prompt) == length]
+            gen_length = canvas - length
+            output = generate_mdm(
+                model,
+                [prompts[b] for b in rows],
+                gen_length=gen_length,
+                block_length=gen_length,
+                steps=gen_length,
+                suppress_tokens=[],  # EOS is how the MDM ends its answer; the sampler cuts there
+                **options,
+            )
+            for b, ids in zip(rows, output.generated_ids()):
+                answers[b] = ids
+        return answers
 
     return solve
 

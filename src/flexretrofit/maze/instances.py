@@ -1,4 +1,4 @@
-"""Maze planning: a procedural task with an exact checker whose answer length varies a lot.
+"""Maze instances: procedural mazes with an exact checker whose answer length varies a lot, and subgoals.
 
 The paper's synthetic length benchmark (method doc, section 1): given a maze, a start and a goal, write
 the path. A fixed-canvas MDM must guess how long the path is before it writes it; FlexMDM inserts as it
@@ -31,6 +31,17 @@ hex digit per cell (index ``row * width + column``), and the start and goal the 
 Each answer token then says where the path is, so the number of cells missing between two known cells
 is their distance in the maze minus one: a local question, which is what an inserting model can use.
 Cell ids are single hex digits, so this format takes grids of at most 16 cells.
+
+**Subgoals** (the paper's planning setting, ``cells`` format only): ``hints`` marks cells of the path, at
+irregular places, that the solver is given. The prompt lists them after ``via``, and the goal is always
+given::
+
+    prompt: maze 4x4 walls: ... start 1 goal 6 via 3 9 path:
+    answer:  2 3 7 b 9 a 6        (hints 3 and 9 and the goal 6 are anchors)
+
+A FlexMDM keeps the anchors in its sequence from the start and inserts only between them
+(:meth:`MazeInstance.answer_pieces`), so every gap it sizes is the maze distance between two given cells.
+An MDM must write the whole path on its canvas, each given cell at its absolute position.
 """
 
 from __future__ import annotations
@@ -43,24 +54,25 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-# The answer format and the exact checker (re-exported: ``from flexretrofit.data.maze import check_answer``).
-from flexretrofit.data.maze_text import ANSWER_FORMATS as ANSWER_FORMATS
-from flexretrofit.data.maze_text import MAX_CELLS_FOR_CELL_IDS as MAX_CELLS_FOR_CELL_IDS
-from flexretrofit.data.maze_text import MOVES as MOVES
-from flexretrofit.data.maze_text import WALL_BITS as WALL_BITS
-from flexretrofit.data.maze_text import CheckResult as CheckResult
-from flexretrofit.data.maze_text import _cell
-from flexretrofit.data.maze_text import answer_text as answer_text
-from flexretrofit.data.maze_text import cells_to_moves as cells_to_moves
-from flexretrofit.data.maze_text import check_answer as check_answer
-from flexretrofit.data.maze_text import parse_answer as parse_answer
-from flexretrofit.data.maze_text import parse_cells as parse_cells
-from flexretrofit.data.maze_text import parse_moves as parse_moves
-from flexretrofit.data.maze_text import path_cells as path_cells
-from flexretrofit.data.maze_text import prompt_text as prompt_text
-from flexretrofit.data.maze_text import success_rates as success_rates
-from flexretrofit.data.maze_text import walk as walk
+# The answer format and the exact checker (re-exported: ``from flexretrofit.maze.instances import check_answer``).
+from flexretrofit.maze.text import ANSWER_FORMATS as ANSWER_FORMATS
+from flexretrofit.maze.text import MAX_CELLS_FOR_CELL_IDS as MAX_CELLS_FOR_CELL_IDS
+from flexretrofit.maze.text import MOVES as MOVES
+from flexretrofit.maze.text import WALL_BITS as WALL_BITS
+from flexretrofit.maze.text import CheckResult as CheckResult
+from flexretrofit.maze.text import _cell
+from flexretrofit.maze.text import answer_text as answer_text
+from flexretrofit.maze.text import cells_to_moves as cells_to_moves
+from flexretrofit.maze.text import check_answer as check_answer
+from flexretrofit.maze.text import parse_answer as parse_answer
+from flexretrofit.maze.text import parse_cells as parse_cells
+from flexretrofit.maze.text import parse_moves as parse_moves
+from flexretrofit.maze.text import path_cells as path_cells
+from flexretrofit.maze.text import prompt_text as prompt_text
+from flexretrofit.maze.text import success_rates as success_rates
+from flexretrofit.maze.text import walk as walk
 
 # The move that undoes each move (MOVES and WALL_BITS live with the answer format, in maze_text).
 OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
@@ -127,11 +139,15 @@ class MazeInstance:
     goal: tuple[int, int]
     path: tuple[str, ...]
     answer_format: str = "moves"
+    hints: tuple[int, ...] | None = None
     canonical_hash: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("walls", "start", "goal", "path"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.hints is not None:
+            object.__setattr__(self, "hints", tuple(int(i) for i in self.hints))
+            _validate_hints(self)
         _validate_walls(self.height, self.width, self.walls)
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}.")
@@ -164,9 +180,31 @@ class MazeInstance:
     def num_moves(self) -> int:
         return len(self.path)
 
+    @property
+    def anchors(self) -> tuple[int, ...]:
+        """Indices (into the path's cells) a solver is given: the hints and the goal (subgoal tasks only)."""
+        return () if self.hints is None else (*self.hints, self.num_moves - 1)
+
+    def answer_pieces(self) -> list[dict[str, Any]]:
+        """The answer as runs of cells, ``{"text": " 4 3", "anchor": bool}``: anchors (given cells, kept in
+        place by an anchored infilling model) and the cells to generate between them, in path order."""
+        if self.hints is None:
+            raise ValueError(f"maze {self.id} has no subgoals; build it with a hint_rate to get anchors.")
+        anchors = set(self.anchors)
+        pieces: list[dict[str, Any]] = []
+        for index, cell in enumerate(path_cells(self, self.path)):
+            token = f" {cell[0] * self.width + cell[1]:x}"
+            if pieces and pieces[-1]["anchor"] == (index in anchors):
+                pieces[-1]["text"] += token
+            else:
+                pieces.append({"text": token, "anchor": index in anchors})
+        return pieces
+
     def to_dict(self) -> dict:
-        """The JSONL record: id, difficulty, prompt, answer, num_moves, and the maze for checking."""
-        return {
+        """The JSONL record: id, difficulty, prompt, answer, num_moves, and the maze for checking; subgoal
+        tasks add ``hints``, ``plain_prompt`` (the prompt without them) and ``anchored_answer``
+        (:meth:`answer_pieces`)."""
+        record = {
             "id": self.id,
             "difficulty": self.difficulty,
             "answer_format": self.answer_format,
@@ -181,6 +219,11 @@ class MazeInstance:
                 "goal": list(self.goal),
             },
         }
+        if self.hints is not None:
+            record["hints"] = list(self.hints)
+            record["plain_prompt"] = prompt_text(self, show_hints=False)
+            record["anchored_answer"] = self.answer_pieces()
+        return record
 
     @classmethod
     def from_dict(cls, record: Mapping) -> MazeInstance:
@@ -198,7 +241,8 @@ class MazeInstance:
         path = parse_answer(
             record["answer"], answer_format, maze["height"], maze["width"], tuple(maze["start"])
         )
-        instance = cls(**shape, path=path, answer_format=answer_format)
+        hints = record.get("hints")
+        instance = cls(**shape, path=path, answer_format=answer_format, hints=hints)
         if record.get("prompt") != prompt_text(instance) or record.get("id") != instance.id:
             raise ValueError(
                 f"maze record {record.get('id')!r}: its prompt or id does not match its maze; it was written by "
@@ -249,10 +293,17 @@ def shortest_path(
 
 
 def sample_instance(
-    difficulty: str | MazeDifficulty, rng: random.Random, max_tries: int = 1000, answer_format: str = "moves"
+    difficulty: str | MazeDifficulty,
+    rng: random.Random,
+    max_tries: int = 1000,
+    answer_format: str = "moves",
+    hint_rate: float | None = None,
 ) -> MazeInstance:
     """One instance; its path length is drawn uniformly from the difficulty's range first, then a maze and
-    a start/goal pair at that distance are searched for, so the length distribution stays exactly uniform."""
+    a start/goal pair at that distance are searched for, so the length distribution stays exactly uniform.
+
+    ``hint_rate``: None for plain mazes; else each path cell before the goal becomes a subgoal with this
+    chance, independently (:func:`draw_hints`), so the hints sit at irregular places."""
     spec = _difficulty(difficulty)
     target = rng.randint(spec.min_moves, spec.max_moves)
     cells = [(row, col) for row in range(spec.height) for col in range(spec.width)]
@@ -264,13 +315,21 @@ def sample_instance(
             if goals:
                 goal = rng.choice(goals)
                 path = _trace(parents, spec.width, goal)
+                hints = None if hint_rate is None else draw_hints(len(path), hint_rate, rng)
                 return MazeInstance(
-                    spec.name, spec.height, spec.width, walls, start, goal, path, answer_format
+                    spec.name, spec.height, spec.width, walls, start, goal, path, answer_format, hints
                 )
     raise ValueError(
         f"found no {spec.height}x{spec.width} maze with a {target}-move path in {max_tries} tries; "
         f"lower max_moves of difficulty {spec.name!r}."
     )
+
+
+def draw_hints(num_moves: int, hint_rate: float, rng: random.Random) -> tuple[int, ...]:
+    """Subgoal indices into a path of ``num_moves`` cells: each cell before the goal with chance ``hint_rate``."""
+    if not 0.0 <= hint_rate <= 1.0:
+        raise ValueError(f"hint_rate must be in [0, 1], got {hint_rate}.")
+    return tuple(index for index in range(num_moves - 1) if rng.random() < hint_rate)
 
 
 def build_splits(
@@ -281,6 +340,7 @@ def build_splits(
     difficulty_mix: Mapping[str, float] | None = None,
     difficulties: Mapping[str, MazeDifficulty] | None = None,
     answer_format: str = "moves",
+    hint_rate: float | None = None,
 ) -> dict[str, list[MazeInstance]]:
     """Disjoint ``train`` / ``validation`` / ``test`` splits, reproducible from ``seed``.
 
@@ -293,6 +353,8 @@ def build_splits(
             split holds that many instances per difficulty (largest-remainder rounding), shuffled.
         difficulties: the difficulty specs by name (default :data:`DIFFICULTIES`).
         answer_format: ``moves`` or ``cells`` (:data:`ANSWER_FORMATS`); the mazes drawn do not depend on it.
+        hint_rate: None for plain mazes, else the chance that a path cell is a given subgoal
+            (:func:`sample_instance`; ``cells`` format only).
     """
     difficulties = dict(DIFFICULTIES if difficulties is None else difficulties)
     mix = dict(difficulty_mix) if difficulty_mix is not None else dict.fromkeys(difficulties, 1.0)
@@ -311,7 +373,7 @@ def build_splits(
         instances = []
         for name, count in _apportion(size, mix).items():
             rng = random.Random(f"flexretrofit.maze/{seed}/{split}/{name}")
-            instances.extend(_draw_unique(difficulties[name], count, rng, seen, answer_format))
+            instances.extend(_draw_unique(difficulties[name], count, rng, seen, answer_format, hint_rate))
         random.Random(f"flexretrofit.maze/{seed}/{split}/order").shuffle(instances)
         splits[split] = instances
     return {split: splits[split] for split in SPLITS}
@@ -423,6 +485,19 @@ def _difficulty(difficulty: str | MazeDifficulty) -> MazeDifficulty:
     return DIFFICULTIES[difficulty]
 
 
+def _validate_hints(instance: MazeInstance) -> None:
+    if instance.answer_format != "cells":
+        raise ValueError(
+            "subgoals (hints) need answer_format='cells': a given cell id says where on the path it lies."
+        )
+    hints = instance.hints
+    if any(not 0 <= i < instance.num_moves - 1 for i in hints) or list(hints) != sorted(set(hints)):
+        raise ValueError(
+            f"hints must be increasing path-cell indices in 0..{instance.num_moves - 2} (the goal is always "
+            f"given), got {list(hints)}."
+        )
+
+
 def _validate_walls(height: int, width: int, walls: Sequence[int]) -> None:
     if len(walls) != height * width:
         raise ValueError(f"a {height}x{width} maze needs {height * width} wall masks, got {len(walls)}.")
@@ -487,12 +562,17 @@ def _apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
 
 
 def _draw_unique(
-    spec: MazeDifficulty, count: int, rng: random.Random, seen: set[str], answer_format: str = "moves"
+    spec: MazeDifficulty,
+    count: int,
+    rng: random.Random,
+    seen: set[str],
+    answer_format: str = "moves",
+    hint_rate: float | None = None,
 ) -> list[MazeInstance]:
     instances = []
     duplicates = 0
     while len(instances) < count:
-        instance = sample_instance(spec, rng, answer_format=answer_format)
+        instance = sample_instance(spec, rng, answer_format=answer_format, hint_rate=hint_rate)
         if instance.canonical_hash in seen:
             duplicates += 1
             if duplicates > 100 + count:

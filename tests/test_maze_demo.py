@@ -1,4 +1,4 @@
-"""The maze demo (flexretrofit.demo, run by recipes/demo_maze.py): the shipped MDM, a shortened comparison
+"""The maze demo (flexretrofit.maze.demo, run by recipes/demo_maze.py): the shipped MDM, a shortened comparison
 end to end, numbers that recompute from the written rows, resuming, and the pretraining command.
 
 The scoring, summary and report functions have their own tests in test_evaluation_maze.py."""
@@ -13,17 +13,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from flexretrofit.data.maze import check_answer, read_jsonl
-from flexretrofit.demo import (
+from flexretrofit.evaluation import read_results, total_variation_distance
+from flexretrofit.maze.demo import (
     build_task_splits,
     canvas_length,
     load_settings,
     run_comparison,
     shipped_mdm_path,
 )
-from flexretrofit.evaluation import read_results, total_variation_distance
-from flexretrofit.evaluation.maze import summarize_rows
-from flexretrofit.evaluation.maze_report import verdict_lines
+from flexretrofit.maze.evaluation import summarize_rows
+from flexretrofit.maze.instances import check_answer, read_jsonl
+from flexretrofit.maze.report import verdict_lines
 from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """Maze answers as text: the prompt and answer formats, parsing, and the exact checker.
 
-Two answer formats (:data:`ANSWER_FORMATS`) over the same mazes (see :mod:`flexretrofit.data.maze`):
+Two answer formats (:data:`ANSWER_FORMATS`) over the same mazes (see :mod:`flexretrofit.maze.instances`):
 ``moves`` (``" D L L D R"``) and ``cells`` (the hex ids of the cells the path visits, ``" 3 4 5 8"``). Both
 parse to moves (:func:`parse_answer`); :func:`check_answer` walks them through the maze. Functions take a
-:class:`~flexretrofit.data.maze.MazeInstance`.
+:class:`~flexretrofit.maze.instances.MazeInstance`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flexretrofit.data.maze import MazeInstance
+    from flexretrofit.maze.instances import MazeInstance
 
 # Row and column step of each move; the wall bit that blocks it.
 MOVES: dict[str, tuple[int, int]] = {"U": (-1, 0), "R": (0, 1), "D": (1, 0), "L": (0, -1)}
@@ -27,7 +27,7 @@ MAX_CELLS_FOR_CELL_IDS = 16  # cell ids are written as one hex digit
 @dataclass(frozen=True)
 class CheckResult:
     """Verdict of :func:`check_answer`. ``reason`` is one of ``ok``, ``empty``, ``garbage``, ``off_grid``,
-    ``wall``, ``not_at_goal``, ``not_shortest``; ``detail`` says where it went wrong."""
+    ``wall``, ``not_at_goal``, ``missed_subgoal``, ``not_shortest``; ``detail`` says where it went wrong."""
 
     valid: bool
     reason: str
@@ -42,15 +42,20 @@ class CheckResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def prompt_text(instance: MazeInstance) -> str:
+def prompt_text(instance: MazeInstance, show_hints: bool = True) -> str:
     """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:`` (``cells`` format: ``start i
-    goal j`` with hex cell ids)."""
+    goal j`` with hex cell ids). A subgoal task lists its hints, ``... goal j via h1 h2 path:``, unless
+    ``show_hints`` is False (the same maze as a plain one)."""
     cells = " ".join(f"{mask:x}" for mask in instance.walls)
     if instance.answer_format == "cells":
         start, goal = _cell_id(instance, instance.start), _cell_id(instance, instance.goal)
     else:
         start, goal = _cell(instance.start), _cell(instance.goal)
-    return f"maze {instance.height}x{instance.width} walls: {cells} start {start} goal {goal} path:"
+    via = ""
+    if show_hints and instance.hints is not None:
+        visited = path_cells(instance, instance.path)
+        via = " via" + "".join(f" {_cell_id(instance, visited[index])}" for index in instance.hints)
+    return f"maze {instance.height}x{instance.width} walls: {cells} start {start} goal {goal}{via} path:"
 
 
 def answer_text(instance: MazeInstance) -> str:
@@ -149,7 +154,8 @@ def walk(instance: MazeInstance, moves: Iterable[str]) -> tuple[tuple[int, int],
 
 def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
     """Exact check of a generated answer (in the instance's answer format): legal moves only, ends at the
-    goal, and shortest length. A ``cells`` answer that jumps to a non-neighbouring cell is ``garbage``."""
+    goal, passes every subgoal in order, and shortest length. A ``cells`` answer that jumps to a
+    non-neighbouring cell is ``garbage``."""
     try:
         moves = parse_answer(
             generated_text, instance.answer_format, instance.height, instance.width, instance.start
@@ -163,6 +169,9 @@ def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
         return CheckResult(False, *error)
     if end != instance.goal:
         return CheckResult(False, "not_at_goal", f"ends at {_cell(end)}, the goal is {_cell(instance.goal)}")
+    missed = _first_missed_subgoal(instance, moves)
+    if missed is not None:
+        return CheckResult(False, "missed_subgoal", f"never passes subgoal {_cell(missed)} in its turn")
     if len(moves) != instance.num_moves:
         return CheckResult(
             False, "not_shortest", f"{len(moves)} moves; the shortest path has {instance.num_moves}"
@@ -182,6 +191,18 @@ def success_rates(instances: Sequence[MazeInstance], generated_texts: Sequence[s
         outcomes[instance.difficulty].append(valid)
         outcomes["all"].append(valid)
     return {name: sum(values) / len(values) for name, values in outcomes.items()}
+
+
+def _first_missed_subgoal(instance: MazeInstance, moves: Sequence[str]) -> tuple[int, int] | None:
+    """The first subgoal the walk does not reach after the previous one (None when all are passed in order)."""
+    if not instance.hints:
+        return None
+    reference = path_cells(instance, instance.path)
+    walked = iter(path_cells(instance, moves))
+    for index in instance.hints:
+        if reference[index] not in walked:  # consumes the walk up to the subgoal: order is enforced
+            return reference[index]
+    return None
 
 
 def _cell(cell: tuple[int, int]) -> str:
