@@ -12,6 +12,7 @@ runs/maze_ablation/<NAME>/row.json and are appended to runs/maze_ablation/rows.j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import runpy
 import shlex
@@ -74,6 +75,12 @@ def main() -> None:
     )
     parser.add_argument("--no-hints", action="store_true", help="MDM arm: subgoal mazes without the hints")
     parser.add_argument(
+        "--test-task",
+        nargs="*",
+        default=[],
+        help="evaluate on test mazes drawn with these task overrides (key=value: hint_rate, hint_stride)",
+    )
+    parser.add_argument(
         "--oracle-length", action="store_true", help="diagnostic: give the model the true answer length"
     )
     args = parser.parse_args()
@@ -86,8 +93,16 @@ def main() -> None:
     checkpoint = Path(args.init) if args.init else shipped_mdm_path()
     canvas = read_task_file(Path(args.task_record) if args.task_record else checkpoint)["canvas_length"]
     names = list(settings.task.difficulties)
+    test_dir = data_dir
+    if args.test_task:
+        # The same test mazes (the hints do not change which mazes are drawn), other hints.
+        changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.test_task)}
+        test_dir = work / ("data_" + "_".join(f"{k}{v}" for k, v in changes.items()))
+        if not (test_dir / "test.jsonl").is_file():
+            task = dataclasses.replace(settings.task, num_train=0, num_validation=0, **changes)
+            write_task_data(task, test_dir)
     instances = evaluation_subset(
-        read_jsonl(data_dir / f"{args.split}.jsonl"), names, settings.evaluation.num_test_per_difficulty
+        read_jsonl(test_dir / f"{args.split}.jsonl"), names, settings.evaluation.num_test_per_difficulty
     )
     run_dir = work / args.name
     if args.export:
@@ -129,6 +144,7 @@ def main() -> None:
         "train": args.train,
         "options": options,
         "from_run": args.from_run,
+        "test_task": args.test_task,
         "init": str(checkpoint),
         "train_seconds": info.get("wall_seconds"),
         "eval_seconds": round(time.perf_counter() - began, 1),

@@ -198,7 +198,7 @@ def test_budgets_must_match(tmp_path, settings):
     text = re.sub(
         r"max_steps: (\d+)",
         lambda m: f"max_steps: {int(m[1]) + 1}",
-        (REPO / settings.compare.mdm_config).read_text(),
+        (REPO / "recipes/configs/demo/continue_mdm.yaml").read_text(),
     )
     (tmp_path / "mdm.yaml").write_text(text)
     other = load_settings()
@@ -213,6 +213,39 @@ def test_settings_reject_unknown_keys(tmp_path):
     )
     with pytest.raises(ValueError, match="stepz"):
         load_settings(tmp_path / "maze.yaml")
+
+
+@pytest.mark.parametrize(
+    "section, line, message",
+    [
+        ("quick", "num_test_per_difficulty: -5", "quick.num_test_per_difficulty must be an integer >= 1"),
+        ("evaluation", "num_test_per_difficulty: 2.5", "must be an integer >= 1"),
+        ("evaluation", "batch_size: 0", "evaluation.batch_size must be an integer >= 1"),
+        ("task", "hint_rate: 1.5", "task.hint_rate must be a number in"),
+        ("task", "num_train: -1", "task.num_train must be an integer >= 0"),
+        ("evaluation", "flex: [1, 2]", "evaluation.flex must be a mapping"),
+    ],
+)
+def test_settings_refuse_values_that_cannot_be_right(tmp_path, section, line, message):
+    text = (REPO / "recipes/configs/demo/maze.yaml").read_text()
+    text = re.sub(rf"(?m)^{section}:\n", f"{section}:\n  {line}\n", text, count=1)
+    key = line.split(":")[0]
+    # drop the file's own line for the key in that section, so the injected one is the only one
+    head, _, tail = text.partition(f"{section}:\n  {line}\n")
+    tail = re.sub(rf"(?m)^  {key}:.*\n", "", tail, count=1)
+    (tmp_path / "maze.yaml").write_text(head + f"{section}:\n  {line}\n" + tail)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_settings(tmp_path / "maze.yaml")
+    assert "\n" not in str(error.value)
+
+
+def test_settings_refuse_a_list_and_a_missing_required_key(tmp_path):
+    (tmp_path / "list.yaml").write_text("- task\n- quick\n")
+    with pytest.raises(ValueError, match="mapping of sections"):
+        load_settings(tmp_path / "list.yaml")
+    (tmp_path / "partial.yaml").write_text("task:\n  seed: 1\n")
+    with pytest.raises(ValueError, match="section task needs difficulties"):
+        load_settings(tmp_path / "partial.yaml")
 
 
 # ---- pretraining ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from flexretrofit.maze.demo import shipped_mdm_path
 from flexretrofit.maze.evaluation import (
     evaluate,
     evaluation_subset,
+    flex_solver,
     mdm_solver,
     row_seed,
     score_row,
@@ -88,10 +89,11 @@ def test_row_seed_depends_on_the_maze_only(mazes):
     assert all(0 <= row_seed(m) < 16**15 for m in mazes)
 
 
-def test_mdm_solver_refuses_a_batch_of_mixed_grid_sizes(mazes, tokenizer):
-    solve = mdm_solver(None, tokenizer, 200, {})  # the check comes before any model call
-    with pytest.raises(ValueError, match="one length"):
-        solve([mazes[0], mazes[-1]])
+def test_mdm_solver_runs_mixed_prompt_lengths_as_if_each_were_alone(mazes, tokenizer):
+    model = LLaDAModelLM.from_pretrained(shipped_mdm_path()).eval()
+    solve = mdm_solver(model, tokenizer, 120, {})
+    pair = [mazes[0], mazes[-1]]  # different grid sizes: prompts of different lengths
+    assert solve(pair) == [solve([pair[0]])[0], solve([pair[1]])[0]]
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -361,3 +363,30 @@ def test_write_report_has_every_section(tmp_path, mazes, tokenizer):
         assert section in report, section
     assert report.index("## Results") < report.index("## Speed and budget") < report.index("## Samples")
     assert report.index("## Samples") < report.index("## Files")
+
+
+def test_flex_solver_keeps_the_subgoals_and_the_goal_in_every_answer(tokenizer):
+    from flexretrofit.models import FlexMDMForMaskedDiffusion
+
+    subgoal_mazes = build_splits(
+        0,
+        0,
+        6,
+        seed=1,
+        difficulties={"easy": MazeDifficulty("easy", 4, 4, 4, 8)},
+        answer_format="cells",
+        hint_rate=0.5,
+    )["test"]
+    model = FlexMDMForMaskedDiffusion.from_llada(
+        LLaDAModelLM.from_pretrained(shipped_mdm_path()), flex_config={"insertion_head_init": 1.0}
+    ).eval()
+    answers = flex_solver(model, tokenizer, 120, {"steps": 6})(subgoal_mazes)
+    for maze, ids in zip(subgoal_mazes, answers):
+        text = tokenizer.decode(ids)
+        anchors = [piece["text"] for piece in maze.answer_pieces() if piece["anchor"]]
+        position = 0
+        for anchor in anchors:  # every anchor run, in order, unchanged
+            found = text.find(anchor, position)
+            assert found >= 0, (text, anchors)
+            position = found + len(anchor)
+        assert text.endswith(anchors[-1]), "the goal run ends the answer: nothing is inserted after it"

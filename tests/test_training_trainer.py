@@ -274,3 +274,62 @@ def test_no_progress_bar_off_a_terminal():
         and "loss=1.5000" in forced.getvalue()
         and "lr=1.00e-03" in forced.getvalue()
     )
+
+
+# -- divergence: bad numbers never train, a non-finite loss stops the run ---------------------
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("optim.lr", float("nan")),
+        ("optim.lr", float("inf")),
+        ("optim.lr", -1.0),
+        ("optim.max_grad_norm", float("nan")),
+        ("optim.new_module_lr", float("nan")),
+        ("optim.weight_decay", -0.1),
+        ("optim.betas", [0.9, 1.5]),
+    ],
+)
+def test_optimiser_numbers_that_cannot_train_are_refused(tiny, tmp_path, key, value):
+    config = tiny_config(tiny, tmp_path / "run", **{key: value})
+    with pytest.raises(ConfigError, match=key.split(".")[1].replace("betas", r"betas\[1\]")):
+        validate_config(config)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    from flexretrofit.models import load_pretrained
+    from flexretrofit.training import TrainingDiverged
+
+    config = tiny_config(tiny, tmp_path / "run", **{"train.max_steps": 6, "train.save_every": 2})
+
+    def poison(trainer, metrics):  # after step 3, one weight becomes NaN: step 4's loss is NaN
+        if trainer.step == 3:
+            with torch.no_grad():
+                next(p for p in trainer.model.parameters() if p.requires_grad).fill_(float("nan"))
+
+    trainer = make_trainer(config, callbacks=[poison])
+    with pytest.raises(TrainingDiverged, match="step 4: the loss is not finite.*step_0000002"):
+        trainer.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_0000002"]
+    assert not (tmp_path / "run" / "final").exists()
+    with pytest.raises(TrainingDiverged, match="weight"):
+        trainer.export()
+    assert not (tmp_path / "run" / "final").exists()
+    resumed = make_trainer(
+        tiny_config(tiny, tmp_path / "run", **{"train.max_steps": 6, "train.resume_from": "latest"})
+    )
+    resumed.train()
+    assert all(torch.isfinite(p).all() for p in resumed.model.parameters())
+    exported = load_pretrained(resumed.export())
+    assert all(torch.isfinite(p).all() for p in exported.parameters())
+
+
+def test_a_diverged_recipe_run_is_one_line_and_exit_status_3(capsys):
+    from flexretrofit.training import TrainingDiverged, run_recipe
+
+    def diverge(argv):
+        raise TrainingDiverged("training stopped at step 4: the loss is not finite")
+
+    assert run_recipe(diverge, []) == 3
+    assert capsys.readouterr().err == "error: training stopped at step 4: the loss is not finite\n"

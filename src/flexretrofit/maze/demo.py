@@ -58,7 +58,7 @@ from flexretrofit.maze.report import (
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "demo" / "maze.yaml"
 TASK_FILE = "maze_task.json"  # beside the shipped MDM: the task and the pretraining it was made with
 
@@ -92,6 +92,7 @@ class TaskSettings:
     num_test: int = 600
     answer_format: str = "moves"  # or "cells" (maze.instances.ANSWER_FORMATS)
     hint_rate: float | None = None  # subgoal mazes: chance that a path cell is given (cells format)
+    hint_stride: int | None = None  # calibration only: every k-th path cell given instead (regular places)
 
     def specs(self) -> dict[str, MazeDifficulty]:
         return {name: MazeDifficulty(name, **fields) for name, fields in self.difficulties.items()}
@@ -152,6 +153,8 @@ def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
             f"demo config {path} does not exist; pass --config recipes/configs/demo/maze.yaml"
         )
     values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a demo config is a mapping of sections (task, pretrain, ...), not a list.")
     kinds = {
         "task": TaskSettings,
         "pretrain": PretrainSettings,
@@ -165,14 +168,56 @@ def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
     built = {}
     for name, cls in kinds.items():
         section = values.get(name) or {}
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(section) - allowed)
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: section {name} must be a mapping of keys, got {section!r}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        extra = sorted(set(section) - set(fields))
         if extra:
             raise ValueError(
-                f"{path}: unknown key(s) {extra} in {name}; allowed: {', '.join(sorted(allowed))}."
+                f"{path}: unknown key(s) {extra} in {name}; allowed: {', '.join(sorted(fields))}."
             )
+        missing = sorted(
+            f.name
+            for f in fields.values()
+            if f.name not in section
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            raise ValueError(f"{path}: section {name} needs {', '.join(missing)}.")
+        for key, value in section.items():
+            _check_setting(path, name, key, value)
         built[name] = cls(**section)
     return DemoSettings(**built)
+
+
+# Settings that count something: a negative or fractional count would silently change what runs.
+_COUNTS = {
+    "num_train": 0,
+    "num_validation": 0,
+    "num_test": 1,
+    "seed": 0,
+    "num_test_per_difficulty": 1,
+    "batch_size": 1,
+    "num_samples_shown": 0,
+    "train_steps": 1,
+    "flex_steps": 1,
+    "hint_stride": 1,
+}
+
+
+def _check_setting(path: Path, section: str, key: str, value: Any) -> None:
+    """One line naming the key when a value cannot be right (before anything runs)."""
+    where = f"{path}: {section}.{key}"
+    if key in _COUNTS and not (key == "hint_stride" and value is None):
+        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[key]:
+            raise ValueError(f"{where} must be an integer >= {_COUNTS[key]}, got {value!r}.")
+    elif key == "hint_rate" and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{where} must be a number in [0, 1] (or null for plain mazes), got {value!r}.")
+    elif key in ("difficulties", "difficulty_mix", "backbone", "flex", "mdm") and value is not None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}.")
 
 
 def _quick_task(settings: DemoSettings, quick: bool) -> TaskSettings:
@@ -199,6 +244,7 @@ def build_task_splits(task: TaskSettings) -> dict[str, list[MazeInstance]]:
         difficulties=task.specs(),
         answer_format=task.answer_format,
         hint_rate=task.hint_rate,
+        hint_stride=task.hint_stride,
     )
 
 

@@ -298,6 +298,7 @@ def sample_instance(
     max_tries: int = 1000,
     answer_format: str = "moves",
     hint_rate: float | None = None,
+    hint_stride: int | None = None,
 ) -> MazeInstance:
     """One instance; its path length is drawn uniformly from the difficulty's range first, then a maze and
     a start/goal pair at that distance are searched for, so the length distribution stays exactly uniform.
@@ -315,7 +316,7 @@ def sample_instance(
             if goals:
                 goal = rng.choice(goals)
                 path = _trace(parents, spec.width, goal)
-                hints = None if hint_rate is None else draw_hints(len(path), hint_rate, rng)
+                hints = None if hint_rate is None else draw_hints(len(path), hint_rate, rng, hint_stride)
                 return MazeInstance(
                     spec.name, spec.height, spec.width, walls, start, goal, path, answer_format, hints
                 )
@@ -325,11 +326,20 @@ def sample_instance(
     )
 
 
-def draw_hints(num_moves: int, hint_rate: float, rng: random.Random) -> tuple[int, ...]:
-    """Subgoal indices into a path of ``num_moves`` cells: each cell before the goal with chance ``hint_rate``."""
+def draw_hints(
+    num_moves: int, hint_rate: float, rng: random.Random, stride: int | None = None
+) -> tuple[int, ...]:
+    """Subgoal indices into a path of ``num_moves`` cells: each cell before the goal with chance ``hint_rate``
+    (irregular places), or with ``stride`` every ``stride``-th cell (regular places; the calibration's
+    contrast). The same random numbers are drawn either way, so the mazes that follow do not change."""
     if not 0.0 <= hint_rate <= 1.0:
         raise ValueError(f"hint_rate must be in [0, 1], got {hint_rate}.")
-    return tuple(index for index in range(num_moves - 1) if rng.random() < hint_rate)
+    if stride is not None and stride < 1:
+        raise ValueError(f"hint_stride must be >= 1, got {stride}.")
+    draws = [rng.random() for _ in range(num_moves - 1)]
+    if stride is not None:
+        return tuple(range(stride - 1, num_moves - 1, stride))
+    return tuple(index for index, draw in enumerate(draws) if draw < hint_rate)
 
 
 def build_splits(
@@ -341,6 +351,7 @@ def build_splits(
     difficulties: Mapping[str, MazeDifficulty] | None = None,
     answer_format: str = "moves",
     hint_rate: float | None = None,
+    hint_stride: int | None = None,
 ) -> dict[str, list[MazeInstance]]:
     """Disjoint ``train`` / ``validation`` / ``test`` splits, reproducible from ``seed``.
 
@@ -354,7 +365,7 @@ def build_splits(
         difficulties: the difficulty specs by name (default :data:`DIFFICULTIES`).
         answer_format: ``moves`` or ``cells`` (:data:`ANSWER_FORMATS`); the mazes drawn do not depend on it.
         hint_rate: None for plain mazes, else the chance that a path cell is a given subgoal
-            (:func:`sample_instance`; ``cells`` format only).
+            (:func:`sample_instance`; ``cells`` format only); ``hint_stride``: every k-th cell instead.
     """
     difficulties = dict(DIFFICULTIES if difficulties is None else difficulties)
     mix = dict(difficulty_mix) if difficulty_mix is not None else dict.fromkeys(difficulties, 1.0)
@@ -373,7 +384,9 @@ def build_splits(
         instances = []
         for name, count in _apportion(size, mix).items():
             rng = random.Random(f"flexretrofit.maze/{seed}/{split}/{name}")
-            instances.extend(_draw_unique(difficulties[name], count, rng, seen, answer_format, hint_rate))
+            instances.extend(
+                _draw_unique(difficulties[name], count, rng, seen, answer_format, hint_rate, hint_stride)
+            )
         random.Random(f"flexretrofit.maze/{seed}/{split}/order").shuffle(instances)
         splits[split] = instances
     return {split: splits[split] for split in SPLITS}
@@ -568,11 +581,14 @@ def _draw_unique(
     seen: set[str],
     answer_format: str = "moves",
     hint_rate: float | None = None,
+    hint_stride: int | None = None,
 ) -> list[MazeInstance]:
     instances = []
     duplicates = 0
     while len(instances) < count:
-        instance = sample_instance(spec, rng, answer_format=answer_format, hint_rate=hint_rate)
+        instance = sample_instance(
+            spec, rng, answer_format=answer_format, hint_rate=hint_rate, hint_stride=hint_stride
+        )
         if instance.canonical_hash in seen:
             duplicates += 1
             if duplicates > 100 + count:

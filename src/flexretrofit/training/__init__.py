@@ -38,7 +38,7 @@ from flexretrofit.training.config import (
 from flexretrofit.training.export import export_model, load_adapter_export
 from flexretrofit.training.metrics import MetricsLogger, read_log
 from flexretrofit.training.objectives import FlexMDMObjective, LossParts, MDMObjective
-from flexretrofit.training.trainer import Trainer
+from flexretrofit.training.trainer import Trainer, TrainingDiverged
 from flexretrofit.training.validation import batch_layout, validate_config
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "MetricsLogger",
     "RecipeConfig",
     "Trainer",
+    "TrainingDiverged",
     "base_model",
     "batch_layout",
     "build_accelerator",

@@ -1,4 +1,5 @@
-"""Running a recipe as a script: a configuration mistake is one line on stderr and exit status 2, no traceback."""
+"""Running a recipe as a script: a configuration mistake is one line on stderr and exit status 2, no traceback;
+a run that diverged (NaN or infinite loss) is one line and exit status 3."""
 
 from __future__ import annotations
 
@@ -26,13 +27,21 @@ def run_recipe(
 
     Usage at the bottom of a recipe: ``raise SystemExit(run_recipe(main))``.
     """
+    from flexretrofit.training.trainer import TrainingDiverged  # the trainer loads torch; configs do not
+
     try:
         main(argv)
     except tuple(user_errors) as error:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        if os.environ.get("RANK", "0") == "0":
-            message = " ".join(str(error).split()) or type(error).__name__
-            print(f"error: {message}", file=sys.stderr, flush=True)
-        return 2
+        return _one_line(error, 2)
+    except TrainingDiverged as error:
+        return _one_line(error, 3)
     return 0
+
+
+def _one_line(error: BaseException, status: int) -> int:
+    if os.environ.get(DEBUG_ENV):
+        raise error
+    if os.environ.get("RANK", "0") == "0":
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    return status

@@ -295,6 +295,9 @@ class Trainer:
                         "Accelerate's accumulation counter is out of step with the micro-batches."
                     )
                 out = self.objective(model, batch, normalizer)
+                # Checked on every rank before backward (DeepSpeed steps inside it): no update from a
+                # non-finite loss ever reaches the weights.
+                self._stop_if_not_finite(out.loss.detach(), "loss")
                 accelerator.backward(out.loss * scale)
                 parts = [out.loss.detach()] + [out.parts[name] for name in self.objective.part_names]
                 totals += torch.stack(parts).double()
@@ -302,6 +305,8 @@ class Trainer:
                     grad_norm = accelerator.clip_grad_norm_(
                         model.parameters(), self.config.optim.max_grad_norm
                     )
+                    if grad_norm is not None:
+                        self._stop_if_not_finite(torch.as_tensor(grad_norm, device=device), "gradient norm")
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         # The learning rates this step used, before the schedule moves on.
@@ -320,6 +325,22 @@ class Trainer:
             tokens=int(tokens),
         )
         return metrics
+
+    def _stop_if_not_finite(self, value: torch.Tensor, what: str) -> None:
+        """Raise :class:`TrainingDiverged` on every rank when ``value`` is NaN or infinite on any rank."""
+        bad = (~torch.isfinite(value.float())).double().reshape(1)
+        if float(self.accelerator.reduce(bad, reduction="sum")) == 0:
+            return
+        self.optimizer.zero_grad()
+        checkpoints = sorted((self.output_dir / "checkpoints").glob("step_*"))
+        last = (
+            f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
+        )
+        raise TrainingDiverged(
+            f"training stopped at step {self.step + 1}: the {what} is not finite (NaN or inf); the weights were "
+            f"not updated and nothing was exported; {last}. Lower optim.lr or optim.max_grad_norm (or use "
+            "mixed_precision=no), then resume with train.resume_from=latest."
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -434,7 +455,11 @@ class Trainer:
         export = self.config.export
         target = Path(export_dir or export.dir or self.output_dir / "final")
         dtype = getattr(torch, export.dtype) if export.dtype else None
-        model_config = base_model(self.accelerator.unwrap_model(self.model)).config.to_dict()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        # Under ZeRO-3 a rank holds only its shard (others are empty): each rank checks what it has.
+        broken = sorted(n for n, p in unwrapped.named_parameters() if not bool(torch.isfinite(p).all()))
+        self._stop_if_not_finite(torch.tensor(float("nan") if broken else 0.0), f"weight {broken[:1]}")
+        model_config = base_model(unwrapped).config.to_dict()
         card = model_card(self.config, self.step, export.lora, model_config)
         path = export_model(
             self.accelerator,
@@ -448,6 +473,10 @@ class Trainer:
         )
         self.logger.log("export", step=self.step, path=str(path), lora=export.lora)
         return path
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; training stopped before the update."""
 
 
 def slot_seed(seed: int, step: int, slot: int) -> int:

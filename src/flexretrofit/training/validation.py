@@ -6,13 +6,16 @@ weight is loaded; each failure is a :class:`~flexretrofit.training.config.Config
 from __future__ import annotations
 
 import glob
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 from flexretrofit.training.config import (
     ConfigError,
     DataSourceConfig,
     ModelConfig,
+    OptimConfig,
     RecipeConfig,
     TrainConfig,
 )
@@ -196,8 +199,7 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
         raise ConfigError(
             "export.lora=adapter exports a LoRA adapter; set lora.enabled=true or export.lora=merge."
         )
-    if not 0.0 <= config.optim.warmup_ratio < 1.0:
-        raise ConfigError(f"optim.warmup_ratio={config.optim.warmup_ratio} must lie in [0, 1).")
+    check_optim(config.optim)
     layout = batch_layout(train, world_size)
     if config.data.streaming:
         _check_streaming(config, world_size)
@@ -206,6 +208,40 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
 
         check_lora_targets(config.model, config.lora)
     return layout
+
+
+def check_optim(optim: OptimConfig) -> None:
+    """Every optimiser number finite and in its range: a NaN, infinite or negative learning rate trains
+    silently into a NaN model (nan < 0 is False, so each range is written as what must hold)."""
+
+    def number(key: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (value > low if low_open else value >= low)
+            and value <= high
+        )
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if math.isfinite(high) else ')'}"
+            raise ConfigError(f"optim.{key}={value!r} must be a finite number in {interval}.")
+
+    number("lr", optim.lr, 0.0, low_open=True)
+    if optim.new_module_lr is not None:
+        number("new_module_lr", optim.new_module_lr, 0.0, low_open=True)
+    number("weight_decay", optim.weight_decay, 0.0)
+    number("eps", optim.eps, 0.0, low_open=True)
+    number("min_lr_ratio", optim.min_lr_ratio, 0.0, 1.0)
+    number("max_grad_norm", optim.max_grad_norm, 0.0, low_open=True)
+    if not 0.0 <= optim.warmup_ratio < 1.0 or not math.isfinite(optim.warmup_ratio):
+        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio} must lie in [0, 1).")
+    betas = optim.betas
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError(f"optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999].")
+    for i, beta in enumerate(betas):
+        number(f"betas[{i}]", beta, 0.0, 1.0)
+        if beta == 1.0:
+            raise ConfigError(f"optim.betas[{i}]=1 never forgets; use a number below 1, e.g. 0.999.")
 
 
 def check_output_dir(train: TrainConfig) -> None:
