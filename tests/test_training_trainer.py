@@ -333,3 +333,26 @@ def test_a_diverged_recipe_run_is_one_line_and_exit_status_3(capsys):
 
     assert run_recipe(diverge, []) == 3
     assert capsys.readouterr().err == "error: training stopped at step 4: the loss is not finite\n"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.update(step=999), "step 999, outside"),
+        (lambda s: s.update(step=-3), "step -3, outside"),
+        (lambda s: s.update(step=1), "folder is step_0000002"),
+        (lambda s: s["scheduler"].update(last_epoch=5), "schedule is at step 5"),
+        (lambda s: s["sampler"].update(position=10**12), "sampler state does not fit"),
+    ],
+)
+def test_a_hand_edited_trainer_state_is_refused_with_one_line(tiny, tmp_path, edit, message):
+    config = tiny_config(tiny, tmp_path / "run", **{"train.max_steps": 2})
+    make_trainer(config).train()
+    state_file = list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    edit(state)
+    state_file.write_text(json.dumps(state))
+    resumed = tiny_config(tiny, tmp_path / "run", **{"train.max_steps": 12, "train.resume_from": "latest"})
+    with pytest.raises(ConfigError, match=message) as error:
+        make_trainer(resumed).train()
+    assert "\n" not in str(error.value)

@@ -32,6 +32,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from flexretrofit.training.config import ConfigError
+
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -167,8 +169,43 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> dict[str, Any]:
-    """Restore the accelerator state (model, optimizer, RNG) from ``path`` and return its trainer state."""
+def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike, max_steps: int) -> dict[str, Any]:
+    """Check ``path``'s trainer state against the run (:func:`check_trainer_state`), then restore the
+    accelerator state (model, optimizer, RNG) and return the trainer state."""
     path = Path(path)
+    state = check_trainer_state(path, max_steps)
     accelerator.load_state(str(path))
-    return json.loads((path / TRAINER_STATE).read_text())
+    return state
+
+
+def check_trainer_state(path: Path, max_steps: int) -> dict[str, Any]:
+    """The trainer state of checkpoint ``path``, refused (ConfigError, one line) when it cannot belong to a
+    run of ``max_steps`` steps: a step that is not a whole number in ``[0, max_steps]``, that differs from
+    the folder's ``step_N``, or that the learning-rate schedule does not share (a hand-edited file)."""
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(
+            f"checkpoint {path}: {TRAINER_STATE} {problem}; it was not written by this run. Resume from another "
+            "checkpoint (train.resume_from=<folder>) or delete this one."
+        )
+
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except (OSError, ValueError) as error:
+        raise refuse(f"cannot be read ({error})") from None
+    if not isinstance(state, dict):
+        raise refuse("is not a JSON object")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= max_steps:
+        raise refuse(f"says step {step!r}, outside [0, train.max_steps={max_steps}]")
+    named = _STEP_DIR.match(path.name)
+    if named and int(named[1]) != step:
+        raise refuse(f"says step {step} but the folder is {path.name}")
+    scheduler = state.get("scheduler")
+    if not isinstance(scheduler, dict) or scheduler.get("last_epoch") != step:
+        last = scheduler.get("last_epoch") if isinstance(scheduler, dict) else None
+        raise refuse(f"says step {step} but its learning-rate schedule is at step {last!r}")
+    sampler = state.get("sampler")
+    if not isinstance(sampler, dict):
+        raise refuse("has no sampler state")
+    return state

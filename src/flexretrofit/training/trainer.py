@@ -403,7 +403,7 @@ class Trainer:
         return path
 
     def _load(self, path: Path) -> None:
-        state = load_checkpoint(self.accelerator, path)
+        state = load_checkpoint(self.accelerator, path, self.config.train.max_steps)
         if state["world_size"] * state["micro_batch_size"] * state["gradient_accumulation_steps"] != (
             self.config.train.global_batch_size
         ):
@@ -441,7 +441,12 @@ class Trainer:
                 "resume with the same data.streaming setting."
             )
         if per_rank is None:
-            self.sampler.load_state_dict(state)
+            try:
+                self.sampler.load_state_dict(state)
+            except (ValueError, KeyError, TypeError) as error:
+                raise ConfigError(
+                    f"checkpoint {path}: its sampler state does not fit this run ({error})."
+                ) from None
             return
         if len(per_rank) != self.world_size:
             raise ConfigError(
