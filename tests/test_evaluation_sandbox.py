@@ -313,3 +313,19 @@ def test_run_many_keeps_input_order_and_records_every_result():
     assert sorted(seen) == list(range(len(programs)))
     with pytest.raises(ValueError, match="max_workers"):
         run_many(programs, max_workers=0)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import os\nos._exit(120)\ndef solve(x):\n    return 0\n",  # at load
+        "import os\ndef solve(x):\n    os._exit(120)\n",  # inside the function
+        "import os\nfor fd in range(3, 20):\n    try:\n        os.close(fd)\n    except OSError:\n        pass\n"
+        "os._exit(120)\ndef solve(x):\n    return 0\n",  # after closing the fds it can see
+    ],
+)
+def test_a_program_exiting_with_the_setup_failure_code_is_failed_not_a_sandbox_error(program):
+    from flexretrofit.evaluation.sandbox import TestProgram, run_tests
+
+    result = run_tests(TestProgram(program, "solve", "def check(c):\n    assert c(3) == 9\n"))
+    assert result.status == "failed", result.reason

@@ -240,9 +240,10 @@ def _exception_from(raised):
     return RuntimeError("the candidate raised an exception")
 
 
-def _ended(child, status_fd, reason):
+def _ended(child, status_fd, reason, started=True):
     """Verdict once the candidate is gone: how it ended (wait for the waiter process above it; with a
-    PID namespace its init wrote the program's own wait status)."""
+    PID namespace its init wrote the program's own wait status). ``started``: the trusted hello arrived, so
+    set-up succeeded and any exit status, SETUP_FAILED's included, is the program's own."""
     status = os.waitpid(child, 0)[1]
     os.set_blocking(status_fd, False)
     try:
@@ -254,7 +255,7 @@ def _ended(child, status_fd, reason):
     code = os.waitstatus_to_exitcode(status)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
         return {"verdict": "timeout", "reason": f"{reason}: CPU limit (signal {-code})", "returncode": code}
-    if code == SETUP_FAILED:
+    if code == SETUP_FAILED and not started:
         return {
             "verdict": "error",
             "reason": "the sandbox could not be set up (see stderr)",
@@ -271,7 +272,7 @@ def _failure(error):
 def judge(task, child, status_fd, requests_fd, replies_fd, max_bytes):
     hello = receive(replies_fd, max_bytes)  # sent before the program started: trusted
     if hello is None:
-        return _ended(child, status_fd, "the sandbox did not start")
+        return _ended(child, status_fd, "the sandbox did not start", started=False)
     outcome = {"isolation": hello["isolation"], "notes": hello["notes"]}
     try:
         send(requests_fd, {"program": task["program"], "entry_point": task["entry_point"]})

@@ -196,10 +196,8 @@ class InfillBenchmark(Benchmark):
             self.sandbox_workers,
             self.ensure_newline,
         )
-        broken = next((result for result in results if result.status == "error"), None)
-        if broken is not None:
-            # The sandbox failed, not the model: stop before this batch is recorded as wrong answers.
-            raise RuntimeError(f"the sandbox could not run a program: {broken.stderr_tail.strip()[-500:]}")
+        # An "error" row (the sandbox or the tests could not run) is recorded with its reason like any other:
+        # one program must not stop the evaluation, and the summary counts errors apart from failures.
         return [
             {
                 "task_id": task.task_id,
