@@ -289,6 +289,10 @@ def _classify(
     if "isolation" in outcome:
         _warn_once_if_weak(isolation, notes)
     verdict = outcome["verdict"] if outcome.get("verdict") in STATUSES else "error"
+    if verdict == "error" and "see stderr" in str(outcome.get("reason", "")):
+        # Set-up failures are written to stderr by trusted code before any program ran: name the cause.
+        cause = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        outcome = {**outcome, "reason": f"{outcome['reason'].replace(' (see stderr)', '')}: {cause}"}
     return SandboxResult(
         verdict,
         outcome.get("returncode", 0 if verdict == "passed" else None),
