@@ -78,12 +78,13 @@ eval-gsm8k: $(STAMP) $(if $(MODEL),,$(EMBEDDED_MODEL)/config.json)
 eval-infill: $(STAMP) $(if $(MODEL),,$(EMBEDDED_MODEL)/config.json)
 	$(EVAL_ENV) $(BIN)/python eval/humaneval_infill.py $(EVAL_FLAGS) --variant $(VARIANT) --output-dir $(or $(OUT),$(call EVAL_OUT,infill))
 
-## The README's first command: retrofit the shipped tiny maze MDM into a FlexMDM on CPU, train the MDM for the
-## same budget, evaluate both on the test mazes and write runs/demo_maze/report.md (+ .png, summary.json)
+## The README's first command: retrofit the shipped tiny maze MDM into a FlexMDM on CPU (subgoal mazes: the
+## FlexMDM keeps the given cells as anchors), evaluate both on the test mazes (the MDM with and without the
+## subgoals in its prompt) and write runs/demo_maze/report.md (+ .png, summary.json)
 demo: $(STAMP)
 	$(BIN)/python recipes/demo_maze.py
 
-## Re-create the shipped maze MDM (src/flexretrofit/assets/maze_mdm) from a random tiny LLaDA (~15 min on 2 cores)
+## Re-create the shipped maze MDM (src/flexretrofit/assets/maze_mdm) from a random tiny LLaDA (~30 min on 2 cores)
 demo-pretrain: $(STAMP)
 	rm -rf runs/demo_pretrain
 	$(BIN)/python recipes/demo_maze.py pretrain

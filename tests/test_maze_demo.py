@@ -65,14 +65,19 @@ def test_shipped_checkpoint_is_a_trained_llada_mdm(settings):
     assert record["canvas_length"] == canvas_length(tokenizer, settings.task)
 
     # Trained as an MDM on an EOS-padded canvas: from a fully masked answer it fills the canvas end with EOS
-    # and the answer start with a move; a random model does neither.
-    maze = build_task_splits(dataclasses.replace(settings.task, num_train=0))["test"][0]
-    prompt = tokenizer(maze.to_dict()["prompt"], add_special_tokens=False)["input_ids"]
-    canvas = [*prompt, *[tokenizer.mask_token_id] * (record["canvas_length"] - len(prompt))]
-    with torch.no_grad():
-        predicted = model(torch.tensor([canvas])).logits[0].argmax(-1)
-    assert predicted[-1].item() == tokenizer.eos_token_id
-    assert tokenizer.decode(predicted[len(prompt)]).strip() in {"U", "D", "L", "R"}
+    # and the answer start with a cell next to the start; a random model does neither.
+    test = build_task_splits(dataclasses.replace(settings.task, num_train=0, num_validation=0))["test"]
+    first_cells_right = 0
+    for maze in test[:20]:
+        prompt = tokenizer(maze.to_dict()["prompt"], add_special_tokens=False)["input_ids"]
+        canvas = [*prompt, *[tokenizer.mask_token_id] * (record["canvas_length"] - len(prompt))]
+        with torch.no_grad():
+            predicted = model(torch.tensor([canvas])).logits[0].argmax(-1)
+        assert predicted[-1].item() == tokenizer.eos_token_id
+        first_cells_right += (
+            tokenizer.decode(predicted[len(prompt)]).strip() == maze.to_dict()["answer"].split()[0]
+        )
+    assert first_cells_right >= 10, "a trained MDM knows the first step of most paths"
 
 
 # ---- the shortened demo ---------------------------------------------------------------------
@@ -97,12 +102,19 @@ def test_quick_demo_writes_a_full_report(quick_run, settings):
     assert (work_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_disk = json.loads((work_dir / "summary.json").read_text())
     assert on_disk["results"] == json.loads(json.dumps(summary["results"]))
-    assert (
-        summary["training"]["flexmdm"]["steps"]
-        == summary["training"]["mdm"]["steps"]
-        == settings.quick.train_steps
-    )
-    for model in ("mdm", "flexmdm"):
+    assert set(on_disk["results"]) == {"flexmdm", "mdm"}
+    for model in ("flexmdm", "mdm"):
+        assert {"success", "ci95", "length_tv"} <= set(on_disk["results"][model]["all"])
+    assert summary["training"]["flexmdm"]["steps"] == settings.quick.train_steps
+    assert "mdm" not in summary["training"], "the MDM baseline is the shipped MDM as pretrained"
+    # Both MDM arms ran; the baseline is the better one overall.
+    arms = summary["baselines"]["arms"]
+    assert set(arms) == {"mdm_with_hints", "mdm_without_hints"}
+    chosen = summary["baselines"]["chosen"]
+    assert arms[chosen]["all"]["success"] == max(a["all"]["success"] for a in arms.values())
+    assert summary["results"]["mdm"] == arms[chosen]
+    assert "MDM baselines" in report
+    for model in ("flexmdm", *arms):
         rows = read_results(work_dir / f"results_{model}.jsonl")
         assert len(rows) == settings.quick.num_test_per_difficulty * len(settings.task.difficulties)
 
@@ -111,8 +123,9 @@ def test_reported_numbers_recompute_from_the_rows(quick_run):
     work_dir, summary = quick_run
     tokenizer = load_tokenizer(summary["training"]["flexmdm"]["final"])
     mazes = {maze.id: maze for maze in read_jsonl(work_dir / "data" / "test.jsonl")}
-    for model in ("mdm", "flexmdm"):
-        rows = read_results(work_dir / f"results_{model}.jsonl")
+    chosen = summary["baselines"]["chosen"]
+    for model, file in (("mdm", chosen), ("flexmdm", "flexmdm")):
+        rows = read_results(work_dir / f"results_{file}.jsonl")
         for difficulty in ("easy", "hard"):
             group = [row for row in rows if row["difficulty"] == difficulty]
             for row in group:  # the text is what the ids decode to, and the length is the ids' count

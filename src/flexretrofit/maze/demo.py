@@ -587,7 +587,7 @@ def run_pretraining(
     record = {
         "task": json.loads(json.dumps(dataclasses.asdict(settings.task))),
         "canvas_length": canvas,
-        "format": "flexretrofit.maze.instances prompt/answer text, PromptCompletionFormat, EOS-padded canvas",
+        "format": "flexretrofit.maze prompt/answer text, PromptCompletionFormat, EOS-padded canvas",
         "pretraining": {
             "recipe": "recipes/instruct.py --config " + str(pretrain.config),
             "backbone": pretrain.backbone,
