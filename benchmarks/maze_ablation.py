@@ -24,11 +24,8 @@ import torch
 import yaml
 
 from flexretrofit.maze.demo import (
-    DEFAULT_CONFIG,
-    load_settings,
     path_overrides,
     read_task_file,
-    repo_path,
     shipped_mdm_path,
     train_with_recipe,
     write_task_data,
@@ -42,6 +39,7 @@ from flexretrofit.maze.evaluation import (
     true_length_solver,
 )
 from flexretrofit.maze.instances import read_jsonl
+from flexretrofit.maze.settings import DEFAULT_CONFIG, load_settings, repo_path
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

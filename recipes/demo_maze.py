@@ -6,22 +6,22 @@
 
 The comparison (``run``), top to bottom:
 
-1. write the maze splits (fixed seeds, ``recipes/configs/demo/maze.yaml``) to ``<work>/data``;
+1. write the subgoal-maze splits (fixed seeds, ``recipes/configs/demo/maze.yaml``) to ``<work>/data``;
 2. retrofit the shipped MDM (``src/flexretrofit/assets/maze_mdm``) into a FlexMDM with the 8B retrofit's
-   code: ``recipes/instruct.py`` with ``retrofit_flexmdm.yaml`` (``FlexMDMForMaskedDiffusion.from_llada``,
-   prompt protected, answer = the moves, no EOS);
-3. train the same MDM for the same budget with its own objective (``continue_mdm.yaml``): the baseline;
-4. generate an answer for every test maze with each model (``generate_flex`` / LLaDA's ``generate_mdm``),
-   check it exactly (``data.maze.check_answer``) and append one JSONL row per maze as it finishes, so an
-   interrupted demo continues where it stopped;
-5. summarise from those rows: success per difficulty with 95% Wilson intervals, the total-variation
+   code: ``recipes/instruct.py`` with ``retrofit_flexmdm.yaml`` (``FlexMDMForMaskedDiffusion.from_llada``;
+   prompt and anchors, the given subgoals and the goal, protected; no EOS);
+3. answer every test maze with the FlexMDM (anchored ``infill(segments=...)``) and with the MDM
+   (LLaDA's ``generate_mdm``, with and without the subgoals in its prompt; the better is the baseline),
+   check each answer exactly (``maze.text.check_answer``) and append one JSONL row per maze as it
+   finishes, so an interrupted demo continues where it stopped;
+4. summarise from those rows: success per difficulty with 95% Wilson intervals, the total-variation
    distance between generated and true answer lengths, tokens per second; write ``summary.json``,
    ``report.md`` and ``report.png``.
 
 Training runs resume from their last checkpoint and are skipped once exported; a work folder remembers the
 settings it was made with and refuses different ones (delete it or pass ``--work-dir``).
 
-The steps are library code (``flexretrofit.maze.demo``, ``flexretrofit.maze.evaluation``, ``.maze_report``);
+The steps are library code (``flexretrofit.maze``: ``demo``, ``evaluation``, ``report``);
 this script reads the command line and hands them ``recipes/instruct.py`` to train with.
 """
 
@@ -31,7 +31,8 @@ import argparse
 import runpy
 from pathlib import Path
 
-from flexretrofit.maze.demo import load_settings, repo_path, run_comparison, run_pretraining
+from flexretrofit.maze.demo import run_comparison, run_pretraining
+from flexretrofit.maze.settings import load_settings, repo_path
 from flexretrofit.training import run_recipe
 from flexretrofit.training.cli import USER_ERRORS
 

@@ -14,16 +14,11 @@ import torch
 from safetensors import safe_open
 
 from flexretrofit.evaluation import read_results, total_variation_distance
-from flexretrofit.maze.demo import (
-    build_task_splits,
-    canvas_length,
-    load_settings,
-    run_comparison,
-    shipped_mdm_path,
-)
+from flexretrofit.maze.demo import build_task_splits, canvas_length, run_comparison, shipped_mdm_path
 from flexretrofit.maze.evaluation import summarize_rows
 from flexretrofit.maze.instances import check_answer, read_jsonl
 from flexretrofit.maze.report import verdict_lines
+from flexretrofit.maze.settings import load_settings
 from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,21 +1,24 @@
 """The maze demo's pipeline: retrofit a small pretrained LLaDA-architecture MDM into a FlexMDM and measure
 what it buys (``recipes/demo_maze.py`` is its command line; ``make demo`` / ``make demo-pretrain``).
 
-It sits at the package top level rather than in ``evaluation/`` because it is the whole run, not one step:
-maze data (:mod:`flexretrofit.maze.instances`), training through the recipe code, evaluation
-(:mod:`flexretrofit.maze.evaluation`) and the report (:mod:`flexretrofit.maze.report`). It adds
-the settings and the order of the steps.
+It is the whole run, not one step: maze data (:mod:`.instances`), training through the recipe code,
+evaluation (:mod:`.evaluation`) and the report (:mod:`.report`). It adds the settings and the order of the
+steps.
 
 The comparison (:func:`run_comparison`), top to bottom:
 
-1. write the maze splits (fixed seeds, ``recipes/configs/demo/maze.yaml``) to ``<work>/data``;
+1. write the maze splits (fixed seeds, ``recipes/configs/demo/maze.yaml``) to ``<work>/data``
+   (:func:`write_task_data`);
 2. retrofit the shipped MDM (``src/flexretrofit/assets/maze_mdm``) into a FlexMDM with the 8B retrofit's
-   code: ``recipes/instruct.py`` with ``retrofit_flexmdm.yaml`` (``FlexMDMForMaskedDiffusion.from_llada``,
-   prompt protected, answer = the moves, no EOS);
-3. train the same MDM for the same budget with its own objective (``continue_mdm.yaml``): the baseline;
-4. generate an answer for every test maze with each model, check it exactly and append one JSONL row per
-   maze as it finishes, so an interrupted demo continues where it stopped;
-5. summarise from those rows and write ``summary.json``, ``report.md`` and ``report.png``.
+   code: ``recipes/instruct.py`` with ``retrofit_flexmdm.yaml`` (``FlexMDMForMaskedDiffusion.from_llada``;
+   prompt and anchors protected, no EOS);
+3. the MDM baseline: the shipped MDM as pretrained (``compare.mdm_config: null``), or trained on for the
+   retrofit's budget with its own objective (a config such as ``continue_mdm.yaml``);
+4. answer every test maze with the FlexMDM and with each MDM arm (:func:`mdm_arms`: with and without the
+   subgoals in the prompt), check it exactly and append one JSONL row per maze as it finishes, so an
+   interrupted demo continues where it stopped;
+5. summarise from those rows (the better MDM arm is ``mdm``) and write ``summary.json``, ``report.md`` and
+   ``report.png``.
 
 :func:`run_pretraining` re-creates the shipped MDM from a random tiny LLaDA.
 
@@ -23,8 +26,7 @@ Training goes through the recipe code: the caller passes ``recipes/instruct.py``
 so the library never imports from ``recipes/``. Training runs resume from their last checkpoint and are
 skipped once exported; a work folder remembers its settings and refuses different ones.
 
-Paths in the settings are relative to the repository root: ``root``, by default :data:`REPO_ROOT` (the
-checkout this src-layout package is installed from, as ``make install`` does).
+Settings, and the paths in them, are :mod:`.settings`'.
 """
 
 from __future__ import annotations
@@ -41,13 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
 from flexretrofit.evaluation.results import write_summary
 from flexretrofit.maze.evaluation import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
-from flexretrofit.maze.instances import MazeDifficulty, MazeInstance, build_splits, read_jsonl, save_splits
+from flexretrofit.maze.instances import MazeInstance, build_splits, read_jsonl, save_splits
 from flexretrofit.maze.report import (
     plot_report,
     rendered_example,
@@ -55,11 +56,17 @@ from flexretrofit.maze.report import (
     sample_lines,
     write_report,
 )
+from flexretrofit.maze.settings import (
+    REPO_ROOT,
+    DemoSettings,
+    TaskSettings,
+    quick_overrides,
+    quick_task,
+    repo_path,
+)
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "demo" / "maze.yaml"
 TASK_FILE = "maze_task.json"  # beside the shipped MDM: the task and the pretraining it was made with
 
 Train = Callable[[list[str]], None]
@@ -69,163 +76,6 @@ Train = Callable[[list[str]], None]
 def shipped_mdm_path() -> Path:
     """The maze MDM shipped in the package (``flexretrofit/assets/maze_mdm``)."""
     return Path(str(resources.files("flexretrofit") / "assets" / "maze_mdm"))
-
-
-def repo_path(path: str | os.PathLike, root: Path = REPO_ROOT) -> Path:
-    """Config paths are relative to the repository root (not the current directory)."""
-    path = Path(path)
-    return path if path.is_absolute() else root / path
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings (recipes/configs/demo/maze.yaml)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class TaskSettings:
-    difficulties: dict[str, dict[str, int]]
-    difficulty_mix: dict[str, float] | None = None
-    seed: int = 0
-    num_train: int = 12000
-    num_validation: int = 300
-    num_test: int = 600
-    answer_format: str = "moves"  # or "cells" (maze.instances.ANSWER_FORMATS)
-    hint_rate: float | None = None  # subgoal mazes: chance that a path cell is given (cells format)
-    hint_stride: int | None = None  # calibration only: every k-th path cell given instead (regular places)
-
-    def specs(self) -> dict[str, MazeDifficulty]:
-        return {name: MazeDifficulty(name, **fields) for name, fields in self.difficulties.items()}
-
-
-@dataclasses.dataclass
-class PretrainSettings:
-    config: str
-    backbone: dict[str, int]
-    seed: int = 0
-    output_dir: str = "src/flexretrofit/assets/maze_mdm"
-
-
-@dataclasses.dataclass
-class CompareSettings:
-    flexmdm_config: str
-    mdm_config: str | None = (
-        None  # None: the MDM baseline is the checkpoint as pretrained (no extra training)
-    )
-    mdm_checkpoint: str | None = None
-
-
-@dataclasses.dataclass
-class EvalSettings:
-    num_test_per_difficulty: int = 100
-    split: str = "test"  # "validation" to choose settings without looking at the test mazes
-    batch_size: int = 50
-    flex: dict[str, Any] = dataclasses.field(default_factory=dict)
-    mdm: dict[str, Any] = dataclasses.field(default_factory=dict)
-    num_samples_shown: int = 4
-
-
-@dataclasses.dataclass
-class QuickSettings:
-    train_steps: int = 2
-    num_train: int = 256
-    num_test_per_difficulty: int = 3
-    flex_steps: int = 6
-
-
-@dataclasses.dataclass
-class DemoSettings:
-    task: TaskSettings
-    pretrain: PretrainSettings
-    compare: CompareSettings
-    evaluation: EvalSettings
-    quick: QuickSettings
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
-    """Read the demo settings; unknown keys raise ValueError naming the allowed ones."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"demo config {path} does not exist; pass --config recipes/configs/demo/maze.yaml"
-        )
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a demo config is a mapping of sections (task, pretrain, ...), not a list.")
-    kinds = {
-        "task": TaskSettings,
-        "pretrain": PretrainSettings,
-        "compare": CompareSettings,
-        "evaluation": EvalSettings,
-        "quick": QuickSettings,
-    }
-    unknown = sorted(set(values) - set(kinds))
-    if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown}; allowed: {', '.join(kinds)}.")
-    built = {}
-    for name, cls in kinds.items():
-        section = values.get(name) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"{path}: section {name} must be a mapping of keys, got {section!r}.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        extra = sorted(set(section) - set(fields))
-        if extra:
-            raise ValueError(
-                f"{path}: unknown key(s) {extra} in {name}; allowed: {', '.join(sorted(fields))}."
-            )
-        missing = sorted(
-            f.name
-            for f in fields.values()
-            if f.name not in section
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        )
-        if missing:
-            raise ValueError(f"{path}: section {name} needs {', '.join(missing)}.")
-        for key, value in section.items():
-            _check_setting(path, name, key, value)
-        built[name] = cls(**section)
-    return DemoSettings(**built)
-
-
-# Settings that count something: a negative or fractional count would silently change what runs.
-_COUNTS = {
-    "num_train": 0,
-    "num_validation": 0,
-    "num_test": 1,
-    "seed": 0,
-    "num_test_per_difficulty": 1,
-    "batch_size": 1,
-    "num_samples_shown": 0,
-    "train_steps": 1,
-    "flex_steps": 1,
-    "hint_stride": 1,
-}
-
-
-def _check_setting(path: Path, section: str, key: str, value: Any) -> None:
-    """One line naming the key when a value cannot be right (before anything runs)."""
-    where = f"{path}: {section}.{key}"
-    if key in _COUNTS and not (key == "hint_stride" and value is None):
-        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[key]:
-            raise ValueError(f"{where} must be an integer >= {_COUNTS[key]}, got {value!r}.")
-    elif key == "hint_rate" and value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{where} must be a number in [0, 1] (or null for plain mazes), got {value!r}.")
-    elif key in ("difficulties", "difficulty_mix", "backbone", "flex", "mdm") and value is not None:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}.")
-
-
-def _quick_task(settings: DemoSettings, quick: bool) -> TaskSettings:
-    return dataclasses.replace(settings.task, num_train=settings.quick.num_train) if quick else settings.task
-
-
-def _quick_overrides(settings: DemoSettings) -> list[str]:
-    return [f"train.max_steps={settings.quick.train_steps}", "train.save_every=null", "eval.num_samples=8"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +293,7 @@ def run_comparison(
             f"the MDM in {checkpoint} was pretrained on other mazes ({task_record['task']}) than task in the demo "
             "config; use the same task settings, or re-create the MDM with `make demo-pretrain`."
         )
-    steps_override = _quick_overrides(settings) if quick else []
+    steps_override = quick_overrides(settings) if quick else []
     per_difficulty = settings.quick.num_test_per_difficulty if quick else evaluation.num_test_per_difficulty
     flex_options = dict(evaluation.flex)
     if quick:
@@ -454,7 +304,7 @@ def run_comparison(
     _check_work_dir(work_dir, {"settings": settings.to_dict(), "quick": quick, "checkpoint": str(checkpoint)})
 
     data_dir = work_dir / "data"
-    split_files = write_task_data(_quick_task(settings, quick), data_dir)
+    split_files = write_task_data(quick_task(settings, quick), data_dir)
     names = list(settings.task.difficulties)
     if evaluation.split not in split_files:
         raise ValueError(f"evaluation.split={evaluation.split!r} is not one of {sorted(split_files)}.")
@@ -564,13 +414,13 @@ def run_pretraining(
         LLaDAModelLM(backbone_config(tokenizer, pretrain.backbone)).save_pretrained(init)
         tokenizer.save_pretrained(init)
     data_dir = work_dir / "data"
-    task = _quick_task(settings, quick)
+    task = quick_task(settings, quick)
     write_task_data(task, data_dir)
     config_path = repo_path(pretrain.config, root)
     mdm_files = "_mdm" if task.hint_rate is not None else ""
     overrides = path_overrides(init, data_dir, work_dir / "mdm", mdm_files)
     if quick:
-        overrides += _quick_overrides(settings)
+        overrides += quick_overrides(settings)
     config = load_config(config_path, overrides)
     canvas = canvas_length(tokenizer, settings.task)
     if config.data.canvas_length != canvas:
