@@ -98,12 +98,12 @@ def build_task_splits(task: TaskSettings) -> dict[str, list[MazeInstance]]:
     )
 
 
-def write_task_data(task: TaskSettings, data_dir: Path) -> dict[str, Path]:
-    """Write ``<split>.jsonl`` for each split; for subgoal mazes also ``<split>_mdm.jsonl``, where every
-    maze appears twice, with its subgoals in the prompt and without them (the MDM learns both forms)."""
+def write_task_data(task: TaskSettings, data_dir: Path, mdm_files: bool = True) -> dict[str, Path]:
+    """Write ``<split>.jsonl`` for each split; for subgoal mazes and ``mdm_files`` also ``<split>_mdm.jsonl``,
+    where every maze appears twice, with its subgoals in the prompt and without them (what the MDM trains on)."""
     splits = build_task_splits(task)
     files = save_splits(splits, data_dir)
-    if task.hint_rate is not None:
+    if task.hint_rate is not None and mdm_files:
         for split, instances in splits.items():
             path = data_dir / f"{split}_mdm.jsonl"
             with path.open("w", encoding="utf-8") as handle:
@@ -304,7 +304,8 @@ def run_comparison(
     _check_work_dir(work_dir, {"settings": settings.to_dict(), "quick": quick, "checkpoint": str(checkpoint)})
 
     data_dir = work_dir / "data"
-    split_files = write_task_data(quick_task(settings, quick), data_dir)
+    # The MDM's two-prompt files only when the MDM baseline trains on.
+    split_files = write_task_data(quick_task(settings, quick), data_dir, "mdm" in configs)
     names = list(settings.task.difficulties)
     if evaluation.split not in split_files:
         raise ValueError(f"evaluation.split={evaluation.split!r} is not one of {sorted(split_files)}.")
@@ -312,7 +313,8 @@ def run_comparison(
 
     training = {}
     for model, config_path in configs.items():
-        overrides = path_overrides(checkpoint, data_dir, work_dir / model) + steps_override
+        suffix = "_mdm" if model == "mdm" and settings.task.hint_rate is not None else ""
+        overrides = path_overrides(checkpoint, data_dir, work_dir / model, suffix) + steps_override
         training[model] = train_with_recipe(config_path, overrides, model, train)
 
     tokenizer = load_tokenizer(training["flexmdm"]["final"])
