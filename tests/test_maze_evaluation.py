@@ -99,7 +99,15 @@ def test_mdm_solver_runs_mixed_prompt_lengths_as_if_each_were_alone(mazes, token
 # ---- scoring ----------------------------------------------------------------------------------
 
 
-def test_true_length_solver_writes_exactly_the_true_number_of_tokens(mazes, tokenizer):
+def test_true_length_solver_writes_exactly_the_true_number_of_tokens(tokenizer):
+    import dataclasses
+
+    from flexretrofit.maze.demo import build_task_splits
+    from flexretrofit.maze.settings import load_settings
+
+    task = load_settings().task  # the mazes the shipped MDM was trained on (subgoal mazes)
+    test = build_task_splits(dataclasses.replace(task, num_train=0, num_validation=0))["test"]
+    mazes = evaluation_subset(test, ["easy", "hard"], 4)
     model = LLaDAModelLM.from_pretrained(shipped_mdm_path()).eval()
     answers = true_length_solver(model, tokenizer)(mazes)
     assert [len(ids) for ids in answers] == [maze.num_moves for maze in mazes]
