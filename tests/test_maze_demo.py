@@ -1,7 +1,7 @@
 """The maze demo (flexretrofit.maze.demo, run by recipes/demo_maze.py): the shipped MDM, a shortened comparison
 end to end, numbers that recompute from the written rows, resuming, and the pretraining command.
 
-The scoring, summary and report functions have their own tests in test_evaluation_maze.py."""
+The scoring, summary and report functions have their own tests in test_maze_evaluation.py."""
 
 import dataclasses
 import json
