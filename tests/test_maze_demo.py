@@ -16,9 +16,10 @@ from safetensors import safe_open
 from flexretrofit.evaluation import read_results, total_variation_distance
 from flexretrofit.maze.demo import build_task_splits, canvas_length, run_comparison, shipped_mdm_path
 from flexretrofit.maze.evaluation import summarize_rows
-from flexretrofit.maze.instances import check_answer, read_jsonl
+from flexretrofit.maze.instances import read_jsonl
 from flexretrofit.maze.report import verdict_lines
 from flexretrofit.maze.settings import load_settings
+from flexretrofit.maze.text import check_answer
 from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,28 +5,30 @@ import pytest
 
 from flexretrofit.maze.instances import (
     DIFFICULTIES,
-    MOVES,
     OPPOSITE,
-    WALL_BITS,
-    CheckResult,
     MazeDifficulty,
     MazeInstance,
     answer_lengths,
-    answer_text,
     build_splits,
-    check_answer,
     generate_maze,
     load_splits,
-    parse_moves,
-    prompt_text,
     read_jsonl,
     reference_length_distribution,
     render,
     sample_instance,
     save_splits,
     shortest_path,
-    success_rates,
     write_jsonl,
+)
+from flexretrofit.maze.text import (
+    MOVES,
+    WALL_BITS,
+    CheckResult,
+    answer_text,
+    check_answer,
+    parse_moves,
+    prompt_text,
+    success_rates,
 )
 
 # A 2x3 snake: (0,0) -> (0,1) -> (0,2) -> (1,2) -> (1,1) -> (1,0).

@@ -28,7 +28,8 @@ from flexretrofit.data import PromptCompletionFormat
 from flexretrofit.evaluation.gsm8k import wilson_interval
 from flexretrofit.evaluation.lengths import total_variation_distance
 from flexretrofit.evaluation.results import ResultsWriter
-from flexretrofit.maze.instances import MazeInstance, check_answer, prompt_text
+from flexretrofit.maze.instances import MazeInstance
+from flexretrofit.maze.text import check_answer, prompt_text
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
 from flexretrofit.sampling import generate_flex, generate_mdm
 

@@ -56,25 +56,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The answer format and the exact checker (re-exported: ``from flexretrofit.maze.instances import check_answer``).
-from flexretrofit.maze.text import ANSWER_FORMATS as ANSWER_FORMATS
-from flexretrofit.maze.text import MAX_CELLS_FOR_CELL_IDS as MAX_CELLS_FOR_CELL_IDS
-from flexretrofit.maze.text import MOVES as MOVES
-from flexretrofit.maze.text import WALL_BITS as WALL_BITS
-from flexretrofit.maze.text import CheckResult as CheckResult
-from flexretrofit.maze.text import _cell
-from flexretrofit.maze.text import answer_text as answer_text
-from flexretrofit.maze.text import cells_to_moves as cells_to_moves
-from flexretrofit.maze.text import check_answer as check_answer
-from flexretrofit.maze.text import parse_answer as parse_answer
-from flexretrofit.maze.text import parse_cells as parse_cells
-from flexretrofit.maze.text import parse_moves as parse_moves
-from flexretrofit.maze.text import path_cells as path_cells
-from flexretrofit.maze.text import prompt_text as prompt_text
-from flexretrofit.maze.text import success_rates as success_rates
-from flexretrofit.maze.text import walk as walk
+from flexretrofit.maze.text import (
+    ANSWER_FORMATS,
+    MAX_CELLS_FOR_CELL_IDS,
+    MOVES,
+    WALL_BITS,
+    _cell,
+    answer_text,
+    parse_answer,
+    path_cells,
+    prompt_text,
+    walk,
+)
 
-# The move that undoes each move (MOVES and WALL_BITS live with the answer format, in maze_text).
+# The move that undoes each move (MOVES and WALL_BITS live with the answer format, in maze.text).
 OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
 ALL_WALLS = 15
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.maze.instances import MazeInstance, answer_text, parse_answer, prompt_text, render
+from flexretrofit.maze.instances import MazeInstance, render
+from flexretrofit.maze.text import answer_text, parse_answer, prompt_text
 
 MODELS = ("mdm", "flexmdm")
 LABELS = {"mdm": "MDM (LLaDA sampler)", "flexmdm": "FlexMDM (retrofit)"}
