@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from flexretrofit.models import (
@@ -112,6 +113,122 @@ def test_a_corrupt_header_is_named(tmp_path, content):
 
 def test_a_complete_file_passes_the_header_check(flex_folder):
     check_safetensors_file(flex_folder / "model.safetensors")  # raises if the check is too strict
+
+
+SECOND_SHARD = "model-00002-of-00002.safetensors"
+
+
+def move_second_shard_out(folder, name_in_index):
+    """Move the second shard beside the folder and point the index at it as ``name_in_index(outside)``."""
+    outside = folder.parent / "outside.safetensors"
+    (folder / SECOND_SHARD).rename(outside)
+    index_file = folder / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    name = name_in_index(outside)
+    index["weight_map"] = {k: (name if v == SECOND_SHARD else v) for k, v in index["weight_map"].items()}
+    index_file.write_text(json.dumps(index))
+    return name
+
+
+@pytest.mark.parametrize(
+    "name_in_index", [lambda outside: "../outside.safetensors", lambda outside: str(outside)]
+)
+def test_a_shard_named_outside_the_folder_is_refused(llada_folder, no_weight_loading, name_in_index):
+    name = move_second_shard_out(llada_folder, name_in_index)
+    with pytest.raises(CheckpointError) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    message = str(error.value)
+    assert f"names shard {name!r}" in message and "lies outside the checkpoint folder" in message
+    assert "\n" not in message
+
+
+def test_a_shard_linked_out_of_the_folder_is_refused_but_a_hub_cache_snapshot_loads(tmp_path):
+    folder = save_tiny_llada_checkpoint(tmp_path / "llada", num_shards=2, seed=1)
+    (folder / SECOND_SHARD).rename(tmp_path / "outside.safetensors")
+    (folder / SECOND_SHARD).symlink_to(tmp_path / "outside.safetensors")
+    with pytest.raises(CheckpointError, match=f"{SECOND_SHARD}', which lies outside the checkpoint folder"):
+        LLaDAModelLM.from_pretrained(folder)
+
+    # The hub client's cache: every file of a snapshot links to ../../blobs/<hash> of the same repo.
+    repo = tmp_path / "hub" / "models--owner--tiny"
+    snapshot, blobs = repo / "snapshots" / "0123abc", repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    (folder / SECOND_SHARD).unlink()
+    (tmp_path / "outside.safetensors").rename(folder / SECOND_SHARD)
+    for number, file in enumerate(sorted(folder.iterdir())):
+        file.rename(blobs / f"blob{number}")
+        (snapshot / file.name).symlink_to(f"../../blobs/blob{number}")
+    assert type(LLaDAModelLM.from_pretrained(snapshot)) is LLaDAModelLM
+
+
+def rewrite_tensor(folder, key, change):
+    """Replace tensor ``key`` of whichever shard holds it by ``change(tensor)``."""
+    for shard in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(shard)
+        if key in tensors:
+            tensors[key] = change(tensors[key])
+            save_file(tensors, shard, metadata={"format": "pt"})
+            return shard
+    raise KeyError(key)
+
+
+def test_an_integer_weight_is_refused_naming_the_tensor(llada_folder, no_weight_loading):
+    key = "model.transformer.blocks.1.up_proj.weight"
+    shard = rewrite_tensor(llada_folder, key, lambda tensor: (tensor * 100).to(torch.int64))
+    with pytest.raises(CheckpointError) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    message = str(error.value)
+    assert f"{shard} stores tensor {key} as I64" in message and "floating point" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_weight_is_refused_naming_the_tensor(llada_folder, bad):
+    key = "model.transformer.blocks.0.attn_norm.weight"
+
+    def poison(tensor):
+        tensor = tensor.clone()
+        tensor[3] = bad
+        return tensor
+
+    rewrite_tensor(llada_folder, key, poison)
+    with pytest.raises(CheckpointError) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    message = str(error.value)
+    assert f"tensor {key} holds NaN or infinite values" in message and "re-download" in message
+    assert "\n" not in message
+
+
+def test_a_flexmdm_with_all_nan_weights_is_refused(flex_folder):
+    key = "insertion_head.proj.weight"
+    rewrite_tensor(flex_folder, key, lambda tensor: torch.full_like(tensor, float("nan")))
+    with pytest.raises(CheckpointError, match=f"tensor {re.escape(key)} holds NaN"):
+        FlexMDMForMaskedDiffusion.from_pretrained(flex_folder)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("vocab_size", -5, "vocab_size=-5 must be a positive integer"),
+        ("n_layers", 0, "n_layers=0 must be a positive integer"),
+        ("n_heads", 5, "d_model=64 is not divisible by n_heads=5"),
+        ("mask_token_id", 1000000, r"mask_token_id=1000000 is not a token id of the vocabulary \[0, "),
+    ],
+)
+def test_a_nonsense_config_value_is_named_with_its_file(
+    llada_folder, no_weight_loading, field, value, message
+):
+    edit_config(llada_folder, lambda config: config.update({field: value}))
+    with pytest.raises(CheckpointError, match=message) as error:
+        LLaDAModelLM.from_pretrained(llada_folder)
+    assert str(llada_folder / "config.json") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_nonsense_backbone_value_of_a_flexmdm_is_named_with_its_file(flex_folder, no_weight_loading):
+    edit_config(flex_folder, lambda config: config["backbone_config"].update(vocab_size=-5))
+    with pytest.raises(CheckpointError, match=r"flex/config.json is not a valid FlexMDM.*vocab_size=-5"):
+        FlexMDMForMaskedDiffusion.from_pretrained(flex_folder)
 
 
 def test_unreadable_json_is_named(llada_folder, no_weight_loading):

@@ -162,6 +162,29 @@ def test_config_defaults_follow_the_published_retrofit():
         FlexMDMConfig(backbone_config=tiny_llada().config, max_length=10_000)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"mask_token_id": 1000000},
+            r"FlexMDMConfig.mask_token_id=1000000 is not a token id of the vocabulary",
+        ),
+        ({"end_slot_token_id": -2}, r"FlexMDMConfig.end_slot_token_id=-2 is not a token id"),
+        ({"max_length": 0}, r"FlexMDMConfig.max_length=0 must be a positive integer"),
+        ({"modulation_group_size": 0}, r"FlexMDMConfig.modulation_group_size=0 must be a positive integer"),
+        ({"insertion_head_init": 0.0}, r"FlexMDMConfig.insertion_head_init=0.0 must be a positive number"),
+        (
+            {"insertion_head_scale": -1.0},
+            r"FlexMDMConfig.insertion_head_scale=-1.0 must be a positive number",
+        ),
+    ],
+)
+def test_nonsense_config_values_are_refused_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message) as error:
+        FlexMDMConfig(backbone_config=tiny_llada().config, **overrides)
+    assert "\n" not in str(error.value)
+
+
 def lora_layer_names(model):
     return sorted(
         name for name, module in model.named_modules() if hasattr(module, "lora_A") and module.lora_A

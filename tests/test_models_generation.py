@@ -55,6 +55,30 @@ def test_llada_generate_is_generate_mdm_with_the_models_config():
     assert model.generate([[5, 6, 7]], gen_length=8, steps=8, block_length=8).lengths.tolist() == [3 + 8]
 
 
+def test_generate_names_an_id_outside_the_vocabulary():
+    flex_options, mdm_options = dict(steps=4), dict(steps=4, gen_length=4, block_length=4)
+    for model, options in ((tiny_flexmdm(seed=0), flex_options), (tiny_llada(seed=0), mdm_options)):
+        vocab = model.get_input_embeddings().num_embeddings
+        for bad in (vocab, 1_000_000, -1):
+            with pytest.raises(ValueError) as error:
+                model.generate([[5, 6], [7, bad]], **options)
+            assert str(error.value) == (
+                f"row 1 holds token id {bad}, outside the model's vocabulary [0, {vocab}); pass ids from the "
+                "model's own tokenizer."
+            )
+
+
+def test_an_empty_batch_generates_nothing_but_an_empty_prompt_is_refused(tokenizer):
+    for model in (tiny_flexmdm(seed=0), tiny_llada(seed=0)):
+        for batch in ([], torch.zeros(0, 3, dtype=torch.long)):
+            out = model.generate(batch)
+            assert out.sequences.shape == (0, 0) and out.lengths.tolist() == []
+        assert generate_text(model, tokenizer, []) == []
+        for batch in ([[5, 6], []], [[]], torch.zeros(2, 0, dtype=torch.long)):
+            with pytest.raises(ValueError, match=r"^prompt \d is empty; give every row at least one token"):
+                model.generate(batch)
+
+
 def test_flexmdm_saves_and_loads_its_generation_config(tmp_path):
     model = tiny_flexmdm(seed=3)
     model.generation_config = FlexGenerationConfig(steps=6, confidence="prob_diff", max_length=30, seed=4)

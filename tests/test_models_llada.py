@@ -219,11 +219,20 @@ def test_folder_without_weights_says_what_to_pass(tmp_path):
         ({"activation_type": "gelu"}, "activation_type"),
         ({"d_model": 64, "n_heads": 5}, "not divisible"),
         ({"include_bias": True}, "include_bias"),
+        ({"vocab_size": -5}, r"vocab_size=-5 must be a positive integer"),
+        ({"n_heads": 0}, r"n_heads=0 must be a positive integer"),
+        ({"d_model": 0}, r"d_model=0 must be a positive integer"),
+        ({"mlp_hidden_size": 12.5}, r"mlp_hidden_size=12.5 must be a positive integer"),
+        ({"rope_theta": 0.0}, r"rope_theta=0.0 must be a positive number"),
+        ({"mask_token_id": 1000000}, r"mask_token_id=1000000 is not a token id of the vocabulary \[0, "),
+        ({"pad_token_id": -1}, r"pad_token_id=-1 is not a token id"),
+        ({"eos_token_id": [1, 1000000]}, r"eos_token_id=\[1, 1000000\] is not a token id"),
     ],
 )
 def test_bad_configs_raise_clear_errors(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         tiny_llada_config(**overrides)
+    assert "\n" not in str(error.value)
 
 
 def test_too_long_input_is_rejected():

@@ -442,11 +442,39 @@ def test_tensor_batches_with_left_or_right_padding_equal_lists(model):
         (lambda m: generate_flex(m, [[BOS], [BOS]], row_seeds=[1]), "one seed per row"),
         (lambda m: generate_flex(m, [[BOS]], stepz=4), "unknown generation option"),
         (lambda m: infill(m, [[]], [[]], steps=4), "empty prefix and an empty suffix"),
+        (
+            lambda m: generate_flex(m, [[BOS, 5], [BOS, 40]], steps=4),
+            r"row 1 holds token id 40, outside the model's vocabulary \[0, 40\); pass ids from",
+        ),
+        (lambda m: generate_flex(m, torch.tensor([[BOS, -3]]), steps=4), r"token id -3, outside"),
+        (lambda m: infill(m, [[BOS]], [[7, 99]], steps=4), r"row 0 holds token id 99, outside"),
+        (lambda m: infill(m, segments=[[[BOS], [6]], [[BOS], [5], [41]]]), r"row 1 holds token id 41"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call, message):
-    with pytest.raises(ValueError, match=message):
-        call(StubFlexMDM())
+    model = StubFlexMDM()
+    with pytest.raises(ValueError, match=message) as error:
+        call(model)
+    assert "\n" not in str(error.value) and model.calls == []  # refused before any forward pass
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: generate_flex(m, []),
+        lambda m: generate_flex(m, torch.zeros(0, 4, dtype=torch.long)),
+        lambda m: infill(m, [], []),
+        lambda m: infill(m, segments=[]),
+    ],
+)
+def test_an_empty_batch_gives_an_empty_output(call):
+    model = StubFlexMDM()
+    out = call(model)
+    assert out.sequences.shape == (0, 0) and out.sequences.dtype == torch.long
+    assert out.lengths.shape == out.prompt_lengths.shape == out.suffix_lengths.shape == (0,)
+    assert out.generated_ids() == [] and model.calls == []
+    assert out.middles in (None, [])
+    assert generate_flex(model, [], return_trace=True).trace == []
 
 
 def test_a_llada_model_is_refused_naming_the_fixed_length_samplers():

@@ -249,6 +249,28 @@ def test_bad_settings_raise_clear_errors(llada, kwargs, message):
         generate_mdm(llada, [[0, 1, 2]], **kwargs)
 
 
+def test_ids_outside_the_vocabulary_are_named(llada):
+    vocab = llada.config.vocab_size
+    with pytest.raises(
+        ValueError, match=rf"row 1 holds token id {vocab}, outside the model's vocabulary \[0, {vocab}\)"
+    ):
+        generate_mdm(llada, [[0, 5], [5, vocab]], steps=1, gen_length=4, block_length=4)
+    with pytest.raises(ValueError, match=r"row 0 holds token id -1, outside"):
+        generate_mdm(llada, torch.tensor([[5, -1]]), steps=1, gen_length=4, block_length=4)
+    with pytest.raises(ValueError, match=r"row 0 holds token id 1000000, outside"):
+        infill_mdm(llada, [[5]], [[1_000_000]], steps=1, gen_length=4, block_length=4)
+
+
+def test_an_empty_batch_gives_an_empty_output(llada):
+    for out in (
+        generate_mdm(llada, [], steps=1, gen_length=4, block_length=4),
+        generate_mdm(llada, torch.zeros(0, 3, dtype=torch.long), steps=1, gen_length=4, block_length=4),
+        infill_mdm(llada, [], [], steps=1, gen_length=4, block_length=4),
+    ):
+        assert out.sequences.shape == (0, 0) and out.lengths.shape == (0,)
+        assert out.generated_ids() == [] and out.middles in (None, [])
+
+
 def test_empty_prompt_and_wrong_config_class_raise(llada):
     with pytest.raises(ValueError, match="empty"):
         generate_mdm(llada, [[0, 5], []], steps=1, gen_length=4, block_length=4)

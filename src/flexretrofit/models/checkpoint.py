@@ -8,12 +8,16 @@ A hub id gets the config checks only; the hub client verifies what it downloads.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Fields of a LLaDA config.json that set the shapes of the weights and have no derived default.
 LLADA_ARCHITECTURE_FIELDS = (
@@ -26,6 +30,11 @@ LLADA_ARCHITECTURE_FIELDS = (
 )
 # Download options of ``from_pretrained`` that also apply to reading config.json from the hub.
 DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+# safetensors dtypes that cannot hold a weight: every parameter of these models is floating point, and
+# loading would cast such a tensor to float without a word.
+_INTEGER_DTYPES = frozenset({"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"})
+# Elements checked at a time for NaN/inf: bounds the temporary boolean tensor on an 8B model's embedding.
+_FINITE_CHUNK = 1 << 24
 
 _MODEL_NAMES = {"llada": "LLaDA", "flexmdm": "FlexMDM"}
 # (expected model_type, found model_type) -> what to do instead.
@@ -59,13 +68,22 @@ class CheckpointKind:
     nested_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def check_checkpoint(path: str | os.PathLike, kind: CheckpointKind, download_kwargs: dict[str, Any]) -> None:
+def check_checkpoint(
+    path: str | os.PathLike,
+    kind: CheckpointKind,
+    download_kwargs: dict[str, Any],
+    config_class: type | None = None,
+) -> None:
     """Fail before anything large is allocated when ``path`` cannot be loaded as ``kind``.
+
+    ``config_class``: built from config.json here, so that a nonsense value (``vocab_size: -5``) is
+    reported with the file it came from.
 
     Raises:
         FileNotFoundError: a local folder without config.json or without (some of) its weights.
-        CheckpointError: another model type, a config.json without a required field, unreadable JSON,
-            or a truncated / corrupt safetensors file.
+        CheckpointError: another model type, a config.json without a required field or with an invalid
+            value, unreadable JSON, a shard outside the folder, a truncated / corrupt safetensors file, or
+            a tensor stored as an integer type.
     """
     folder = Path(path) / (download_kwargs.get("subfolder") or "")
     if is_local_path(path):
@@ -79,6 +97,11 @@ def check_checkpoint(path: str | os.PathLike, kind: CheckpointKind, download_kwa
         source = f"config.json of {path}"
     check_model_type(config, kind, source, str(path))
     check_required_fields(config, kind, source)
+    if config_class is not None:
+        try:
+            config_class.from_dict(copy.deepcopy(config))
+        except ValueError as error:
+            raise CheckpointError(f"{source} is not a valid {kind.class_name} config: {error}") from None
     if folder.is_dir():
         for weights in _weight_files(folder):
             check_safetensors_file(weights)
@@ -194,7 +217,7 @@ def check_checkpoint_folder(path: str | os.PathLike) -> None:
     _config_file(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        missing = [s for s in _index_shards(index) if not (folder / s).is_file()]
+        missing = [s for s in _index_shards(index) if not shard_path(folder, s, index).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"checkpoint folder {folder} is missing shard(s) {missing} listed in "
@@ -217,15 +240,45 @@ def _index_shards(index: Path) -> list[str]:
 def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        return [folder / shard for shard in _index_shards(index)]
-    return [folder / "model.safetensors"]
+        return [shard_path(folder, shard, index) for shard in _index_shards(index)]
+    return [shard_path(folder, "model.safetensors")]
+
+
+def shard_path(folder: Path, name: str, index: Path | None = None) -> Path:
+    """``folder / name``, or a :class:`CheckpointError` when that file lies outside ``folder``.
+
+    The name comes from a downloaded index (``../../outside.safetensors``, an absolute path) or the file
+    is a symlink leaving the folder: either way loading would read a file the checkpoint does not hold.
+    A hub cache snapshot's links into its own ``blobs`` folder are how the hub client stores every
+    download, so those stay allowed.
+    """
+    path = folder / name
+    root = folder.resolve()
+    target = path.resolve()
+    inside = not Path(name).is_absolute() and ".." not in Path(name).parts
+    if inside and (target.is_relative_to(root) or _is_hub_cache_blob(target, root)):
+        return path
+    source = f"{index} names shard {name!r}, which" if index is not None else f"{path}"
+    raise CheckpointError(
+        f"{source} lies outside the checkpoint folder {folder} (resolves to {target}); a checkpoint loads "
+        "only files inside its folder: copy the weights into it (or pass the folder that holds them)"
+    )
+
+
+def _is_hub_cache_blob(target: Path, root: Path) -> bool:
+    """True when ``root`` is (inside) a hub cache snapshot and ``target`` is a blob of the same repo."""
+    for ancestor in (root, *root.parents):
+        if ancestor.name == "snapshots":
+            return target.parent == ancestor.parent / "blobs"
+    return False
 
 
 def check_safetensors_file(file: Path) -> None:
-    """Raise naming ``file`` when it is shorter than its own header says, or its header is unreadable.
+    """Raise naming ``file`` when it is shorter than its own header says, its header is unreadable, or it
+    stores a tensor as an integer type (every weight of these models is floating point).
 
     A safetensors file is an 8-byte little-endian header length, a JSON header giving each tensor's
-    byte range, then the data; only the first two are read.
+    dtype and byte range, then the data; only the first two are read.
     """
 
     def corrupt(detail: str) -> CheckpointError:
@@ -243,12 +296,42 @@ def check_safetensors_file(file: Path) -> None:
             raise corrupt(f"{size} bytes, but its header alone claims {header_length}")
         try:
             header = json.loads(handle.read(header_length))
-            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+            tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
+            ends = [entry["data_offsets"][1] for entry in tensors.values()]
+            integers = sorted(name for name, entry in tensors.items() if entry["dtype"] in _INTEGER_DTYPES)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             raise corrupt("unreadable header") from None
     needed = 8 + header_length + max(ends, default=0)
     if size < needed:
         raise corrupt(f"{size} bytes, but its tensors need {needed}")
+    if integers:
+        name = integers[0]
+        more = f" (and {len(integers) - 1} more)" if len(integers) > 1 else ""
+        raise CheckpointError(
+            f"{file} stores tensor {name}{more} as {tensors[name]['dtype']}, but every weight of this model is "
+            "floating point; the file is corrupt or not this model's checkpoint: re-download it or re-export "
+            "the checkpoint with save_pretrained"
+        )
+
+
+def check_finite_weights(model: nn.Module, source: str | os.PathLike) -> None:
+    """Raise a :class:`CheckpointError` naming the first loaded tensor that holds NaN or an infinity.
+
+    One pass over the loaded parameters and buffers, tensor by tensor and in place (no copy of the
+    weights); bounded chunks keep the temporary mask small even for an 8B embedding. Parameters not
+    materialised (the meta device, disk offload) are skipped.
+    """
+    import torch
+
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if not tensor.is_floating_point() or tensor.device.type == "meta":
+            continue
+        flat = tensor.detach().reshape(-1)
+        if not all(bool(torch.isfinite(chunk).all()) for chunk in flat.split(_FINITE_CHUNK)):
+            raise CheckpointError(
+                f"checkpoint {source}: tensor {name} holds NaN or infinite values; the weights are corrupt "
+                "(or were saved after training diverged): re-download the checkpoint or load an earlier one"
+            )
 
 
 def raise_on_key_mismatch(source: str | os.PathLike, info: dict, architecture: str = "LLaDA") -> None:

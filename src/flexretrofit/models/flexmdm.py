@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
 from flexretrofit.models.checkpoint import LLADA_ARCHITECTURE_FIELDS, CheckpointKind
-from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM
+from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, check_token_id_field
 from flexretrofit.models.pretrained import DiffusionModelMixin
 from flexretrofit.sampling.config import FlexGenerationConfig
 from flexretrofit.sampling.flex import generate_flex, infill
@@ -101,10 +101,25 @@ class FlexMDMConfig(PreTrainedConfig):
             )
         if self.end_slot_token_id is None:
             self.end_slot_token_id = self.eos_token_id if self.eos_token_id is not None else self.pad_token_id
+        for name in ("mask_token_id", "pad_token_id", "eos_token_id", "end_slot_token_id"):
+            check_token_id_field("FlexMDMConfig", name, getattr(self, name), backbone.vocab_size)
         if self.time_embedding_dim is None:
             self.time_embedding_dim = backbone.d_model
         if self.max_length is None:
             self.max_length = backbone.max_sequence_length - 1
+        for name in ("max_length", "modulation_group_size", "time_embedding_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"FlexMDMConfig.{name}={value!r} must be a positive integer; fix it in config.json (or the argument)."
+                )
+        for name in ("insertion_head_scale", "insertion_head_init"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                # The head is softplus(.) * scale, initialised to predict insertion_head_init: both must be > 0.
+                raise ValueError(
+                    f"FlexMDMConfig.{name}={value!r} must be a positive number; fix it in config.json (or the argument)."
+                )
         if self.max_length + 1 > backbone.max_sequence_length:
             raise ValueError(
                 f"max_length={self.max_length} leaves no room for the slot position within the backbone's "
@@ -114,8 +129,6 @@ class FlexMDMConfig(PreTrainedConfig):
             raise ValueError(
                 f"insertion_head_input must be one of {INSERTION_HEAD_INPUTS}, got {self.insertion_head_input!r}."
             )
-        if self.modulation_group_size < 1:
-            raise ValueError(f"modulation_group_size must be >= 1, got {self.modulation_group_size}")
         if self.time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {self.time_embedding_dim}")
 

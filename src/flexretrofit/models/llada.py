@@ -53,6 +53,35 @@ _UNSUPPORTED_FEATURES = {
     "input_emb_norm": False,
     "multi_query_attention": None,
 }
+# Sizes that shape the weights; zero, negative or fractional ones only fail later, deep in torch.
+_POSITIVE_SIZES = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "mlp_hidden_size",
+    "vocab_size",
+    "embedding_size",
+    "max_sequence_length",
+)
+_SPECIAL_TOKEN_IDS = ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+
+
+def check_token_id_field(owner: str, name: str, value: object, vocab_size: int) -> None:
+    """Raise unless ``value`` (None, an id or a list of ids) lies in ``[0, vocab_size)``.
+
+    transformers only logs a warning here; an id outside the vocabulary would end in an IndexError
+    (or a silently wrong token) at the first forward pass, far from its cause.
+    """
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for token in values:
+        if token is None:
+            continue
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+            raise ValueError(
+                f"{owner}.{name}={value!r} is not a token id of the vocabulary [0, {vocab_size}); set it to "
+                "the id the model's tokenizer gives that token."
+            )
 
 
 class LLaDAConfig(PreTrainedConfig):
@@ -113,6 +142,20 @@ class LLaDAConfig(PreTrainedConfig):
         return self.d_model // self.n_heads
 
     def _check_supported(self) -> None:
+        for name in _POSITIVE_SIZES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"LLaDAConfig.{name}={value!r} must be a positive integer; fix it in config.json (or the argument)."
+                )
+        for name in ("rope_theta", "rms_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(
+                    f"LLaDAConfig.{name}={value!r} must be a positive number; fix it in config.json (or the argument)."
+                )
+        for name in _SPECIAL_TOKEN_IDS:
+            check_token_id_field("LLaDAConfig", name, getattr(self, name), self.vocab_size)
         if self.block_type not in SUPPORTED_BLOCK_TYPES:
             raise ValueError(
                 f"LLaDAConfig.block_type={self.block_type!r} is not supported; only {SUPPORTED_BLOCK_TYPES} "

@@ -2,9 +2,10 @@
 
 Mixed in before ``PreTrainedModel`` (``class LLaDAModelLM(DiffusionModelMixin, LLaDAPreTrainedModel)``):
 
-- ``from_pretrained`` checks the checkpoint first (:mod:`.checkpoint`: model type, required config
-  fields, complete safetensors files), refuses missing or unexpected keys, never runs remote code,
-  and loads ``generation_config.json`` as the class's sampler config;
+- ``from_pretrained`` checks the checkpoint first (:mod:`.checkpoint`: model type, required and valid
+  config fields, shards inside the folder, complete safetensors files of floating-point tensors), refuses
+  missing or unexpected keys and NaN/inf weights, never runs remote code, and loads
+  ``generation_config.json`` as the class's sampler config;
 - ``can_generate()`` is True, so transformers builds ``model.generation_config`` (a
   :class:`~flexretrofit.sampling.FlexGenerationConfig` or :class:`~flexretrofit.sampling.MDMGenerationConfig`)
   when the model is created and ``save_pretrained`` writes it. ``generate`` itself is each class's own
@@ -26,6 +27,7 @@ from flexretrofit.models.checkpoint import (
     CheckpointError,
     CheckpointKind,
     check_checkpoint,
+    check_finite_weights,
     raise_on_key_mismatch,
     read_model_type,
 )
@@ -59,11 +61,12 @@ class DiffusionModelMixin:
         return_info = kwargs.pop("output_loading_info", False)
         kwargs.setdefault("trust_remote_code", False)
         download = {name: kwargs[name] for name in DOWNLOAD_KWARGS if kwargs.get(name) is not None}
-        check_checkpoint(pretrained_model_name_or_path, cls.checkpoint_kind, download)
+        check_checkpoint(pretrained_model_name_or_path, cls.checkpoint_kind, download, cls.config_class)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
         )
         raise_on_key_mismatch(pretrained_model_name_or_path, info, cls.architecture_name)
+        check_finite_weights(model, pretrained_model_name_or_path)
         if generation_config is None:
             generation_config = load_generation_config(
                 pretrained_model_name_or_path, config_class, **download

@@ -87,10 +87,12 @@ def generate_flex(
         the response length the model chose is ``lengths - prompt_lengths``), ``prompt_lengths``, and the
         ``trace`` when ``return_trace`` is set.
 
+    An empty batch (``[]``, a ``[0, L]`` tensor) gives an empty output (``sequences`` ``[0, 0]``).
+
     Raises:
         TypeError: on a model without an insertion head (a LLaDA: use ``generate_mdm``), or text prompts.
-        ValueError: on an empty prompt, a prompt longer than the cap, a prompt holding the MASK id, or an
-            invalid config.
+        ValueError: on an empty prompt, a prompt longer than the cap, a prompt holding the MASK id or an id
+            outside the vocabulary, or an invalid config.
     """
     require_flexmdm(model, "generate_flex", "generate_mdm")
     generator = kwargs.pop("generator", None)
@@ -143,7 +145,8 @@ def infill(
 
     Raises:
         ValueError: both spellings or neither, fewer than two segments, an empty inner segment, a row with
-            no token at all, a MASK id in a segment, or more segment tokens than the length cap.
+            no token at all, a MASK id or an id outside the vocabulary in a segment, or more segment tokens
+            than the length cap.
     """
     require_flexmdm(model, "infill", "infill_mdm")
     generator = kwargs.pop("generator", None)
@@ -252,6 +255,39 @@ def model_device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def empty_output(device: torch.device, return_trace: bool) -> GenerationOutput:
+    """What a sampler returns for an empty batch: no rows (``sequences`` ``[0, 0]``), and no steps traced."""
+    none = torch.zeros(0, dtype=torch.long, device=device)
+    return GenerationOutput(
+        sequences=none.view(0, 0),
+        lengths=none,
+        prompt_lengths=none,
+        suffix_lengths=none,
+        trace=[] if return_trace else None,
+    )
+
+
+def check_token_ids(rows: Sequence[Tensor], model_config) -> None:
+    """Raise a ValueError naming the first id outside ``[0, vocab_size)`` (one host sync for the batch).
+
+    Unchecked, such an id ends in a bare IndexError inside the embedding, or a silently wrong token
+    when it falls in the embedding's padding beyond the vocabulary.
+    """
+    vocab = getattr(getattr(model_config, "backbone_config", model_config), "vocab_size", None)
+    if vocab is None or not rows:
+        return
+    ids = torch.cat([row.reshape(-1) for row in rows])
+    bad = ((ids < 0) | (ids >= vocab)).nonzero()
+    if len(bad) == 0:
+        return
+    first = int(bad[0])
+    row = int((torch.tensor([len(r) for r in rows]).cumsum(0) <= first).sum())
+    raise ValueError(
+        f"row {row} holds token id {int(ids[first])}, outside the model's vocabulary [0, {vocab}); pass ids "
+        "from the model's own tokenizer."
+    )
+
+
 def forbidden_token_ids(model_config, extra: list[int] | None, vocab: int | None = None) -> list[int]:
     """MASK, PAD, EOS (all of ``eos_token_id`` if a list), ``extra`` and any embedding padding beyond ``vocab``."""
     ids = {model_config.mask_token_id, model_config.pad_token_id}
@@ -287,6 +323,9 @@ def _sample(
         )
     mask_id, pad_id = model_config.mask_token_id, model_config.pad_token_id
     rows = [torch.cat(row) for row in segments]
+    if not rows:
+        return empty_output(device, config.return_trace), torch.zeros(0, 0, dtype=torch.long, device=device)
+    check_token_ids(rows, model_config)
     for b, row in enumerate(rows):
         if len(row) > cap:
             raise ValueError(

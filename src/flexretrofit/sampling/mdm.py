@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexretrofit.sampling.config import MDMGenerationConfig, resolve_generation_config
-from flexretrofit.sampling.flex import model_device
+from flexretrofit.sampling.flex import check_token_ids, empty_output, model_device
 from flexretrofit.sampling.sequences import (
     GenerationOutput,
     GenerationStep,
@@ -63,6 +63,11 @@ def generate_mdm(
     Returns:
         :class:`GenerationOutput` (``sequences [B, L']`` = prompt + response, cut before the first stop token
         when EOS is not suppressed).
+        An empty batch gives an empty output (``sequences`` ``[0, 0]``).
+
+    Raises:
+        ValueError: on an empty prompt, a prompt holding the MASK id or an id outside the vocabulary, a
+            canvas above the model's limit, or an invalid config.
     """
     generator = kwargs.pop("generator", None)
     config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs, model)
@@ -148,6 +153,9 @@ def _sample(
     gen_length, block_length = config.gen_length, config.block_length
     limit = _length_limit(model)
     batch = len(prefixes)
+    if batch == 0:
+        return empty_output(device, config.return_trace)
+    check_token_ids([torch.cat([prefix, suffix]) for prefix, suffix in zip(prefixes, suffixes)], model_config)
 
     prefix_lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
     suffix_lengths = torch.tensor([len(s) for s in suffixes], dtype=torch.long)
