@@ -50,7 +50,8 @@ smoke-instruct: $(STAMP) smoke-retrofit
 ## Evaluations (eval/gsm8k.py, eval/humaneval_infill.py; `--help` lists every setting):
 ##   make eval-gsm8k MODEL=runs/instruct_gsm8k_8b/final DATA=gsm8k_test.jsonl PRESET=published
 ##   make eval-infill MODEL=runs/instruct_infill_8b/final SAMPLER=mdm VARIANT=multi_line
-## Variables: MODEL, DATA (GSM8K JSONL; without it the hub dataset is tried), SAMPLER=flex|mdm, STEPS,
+## Variables: MODEL, DATA (default: the shipped GSM8K test split; a JSONL path, or `hub` for openai/gsm8k),
+## SAMPLER=flex|mdm, STEPS,
 ## LIMIT, OUT, PRESET, VARIANT, EVAL_ARGS (more flags), EVAL_THREADS (OMP_NUM_THREADS). Without MODEL
 ## they run on EMBEDDED_MODEL (a fresh retrofit of it for SAMPLER=flex) with LIMIT=16, STEPS=16 and one
 ## thread: a smoke run of seconds, not a result. EMBEDDED_MODEL is the tiny random LLaDA built on first use,

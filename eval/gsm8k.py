@@ -1,6 +1,8 @@
 """GSM8K accuracy of a FlexMDM (or the MDM baseline). Usage: python eval/gsm8k.py --help
 
-python eval/gsm8k.py --model runs/instruct_gsm8k_8b/final --data gsm8k_test.jsonl --preset published
+python eval/gsm8k.py --model runs/instruct_gsm8k_8b/final --preset published
+
+The shipped GSM8K test split is the default; --data path.jsonl or --data hub evaluates another source.
 """
 
 from flexretrofit.evaluation.cli import gsm8k_main

@@ -1,3 +1,4 @@
+import hashlib
 import json
 from fractions import Fraction
 
@@ -8,6 +9,7 @@ from flexretrofit.evaluation.gsm8k import (
     ASSISTANT_PREFILL,
     FEW_SHOT_EXAMPLES,
     GSM8K_INSTRUCTION,
+    SHIPPED_TEST_SPLIT,
     accuracy_summary,
     build_gsm8k_few_shot_prompt,
     build_gsm8k_prompt,
@@ -21,7 +23,7 @@ from flexretrofit.evaluation.gsm8k import (
 )
 from flexretrofit.evaluation.jsonl import InputFileError
 
-# Made-up problems in the GSM8K file format (no GSM8K data in the repository).
+# Made-up problems in the GSM8K file format (the shipped test split is checked separately below).
 RECORDS = [
     {
         "question": "Ann has 3 apples and buys 4 more. How many apples?",
@@ -162,8 +164,34 @@ def test_load_errors_tell_what_to_do(tmp_path, monkeypatch):
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(RuntimeError, match=r"load_gsm8k\(path="):
-        load_gsm8k()
+    with pytest.raises(RuntimeError, match=r"shipped test split \(path=None\).*load_gsm8k\(path="):
+        load_gsm8k("hub")
+    with pytest.raises(ValueError, match="only GSM8K's test split ships"):
+        load_gsm8k(split="train")
+
+
+# SHA-256 of grade_school_math/data/test.jsonl at openai/grade-school-math commit
+# 3101c7d5072418e28b9008a6636bde82a006892c: the shipped copy must be those bytes.
+OFFICIAL_TEST_SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
+
+
+def test_the_shipped_test_split_is_the_official_file_with_its_license():
+    assert hashlib.sha256(SHIPPED_TEST_SPLIT.read_bytes()).hexdigest() == OFFICIAL_TEST_SHA256
+    license_text = (SHIPPED_TEST_SPLIT.parent / "LICENSE").read_text()
+    assert license_text.startswith("MIT License") and "Copyright (c) 2021 OpenAI" in license_text
+
+
+def test_the_default_is_the_shipped_test_split_every_record_scorable(monkeypatch):
+    import datasets
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the default must not touch the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    examples = load_gsm8k()
+    assert len(examples) == 1319 and len({example.id for example in examples}) == 1319
+    assert examples[0].id == "gsm8k/test/0" and examples[0].ground_truth == "18"
+    assert examples[-1].id == "gsm8k/test/1318"
 
 
 def test_zero_shot_prompt_without_tokenizer_is_messages_with_prefill():

@@ -33,6 +33,9 @@ from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fi
 GSM8K_INSTRUCTION = GSM8K_SYSTEM_PROMPT
 ASSISTANT_PREFILL = REASONING_PREFILL
 HUB_DATASET = ("openai/gsm8k", "main")
+HUB = "hub"  # the ``path`` (and ``--data``) that means "load HUB_DATASET through datasets"
+# The test split, shipped byte for byte with its license (data/gsm8k/README.md): evaluation works offline.
+SHIPPED_TEST_SPLIT = Path(__file__).parent / "data" / "gsm8k" / "test.jsonl"
 
 # Written for this project (not GSM8K problems), in the trained answer format.
 FEW_SHOT_EXAMPLES = (
@@ -78,19 +81,28 @@ class GSM8KExample:
 # data
 # ------------------------------------------------------------------------------------------------
 def load_gsm8k(path: str | os.PathLike | None = None, split: str = "test") -> list[GSM8KExample]:
-    """GSM8K examples from a local JSONL (``question``, ``answer`` per line), or from the hub
-    dataset ``openai/gsm8k`` (config ``main``) when ``path`` is None and the hub is reachable.
+    """GSM8K examples: ``path=None`` reads the shipped test split (:data:`SHIPPED_TEST_SPLIT`, offline),
+    a path reads that local JSONL (``question``, ``answer`` per line), and ``path="hub"`` loads
+    ``split`` of the hub dataset ``openai/gsm8k`` (config ``main``) through ``datasets``.
 
     Every record is checked here, before anything is generated: both fields present and strings, and
     the reference after ``####`` a number (an example that could never be scored fails now, not after
     a batch was generated).
 
     Raises:
+        ValueError: ``path=None`` with a split other than ``test`` (only the test split ships).
         FileNotFoundError: no file at ``path``.
         InputFileError: a record that cannot be used; the message names the file and its line.
-        RuntimeError: ``path`` is None and the hub dataset could not be loaded.
+        RuntimeError: ``path="hub"`` and the hub dataset could not be loaded.
     """
-    if path is not None:
+    if path is None:
+        if split != "test":
+            raise ValueError(
+                f"only GSM8K's test split ships with flexretrofit, not {split!r}; load it from the hub "
+                f"(path='hub', --data hub) or pass a JSONL file"
+            )
+        path = SHIPPED_TEST_SPLIT
+    if str(path) != HUB:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(
@@ -107,8 +119,8 @@ def load_gsm8k(path: str | os.PathLike | None = None, split: str = "test") -> li
         except Exception as error:  # offline, no hub access, missing package: all mean "use a file"
             raise RuntimeError(
                 f"could not load {HUB_DATASET[0]} ({HUB_DATASET[1]}, split {split}) from the hub: "
-                f"{type(error).__name__}: {error}. Save that split as JSONL (fields 'question', 'answer') "
-                "and pass its path: load_gsm8k(path='gsm8k_test.jsonl')."
+                f"{type(error).__name__}: {error}. Use the shipped test split (path=None) or save the "
+                "split as JSONL (fields 'question', 'answer') and pass its path: load_gsm8k(path='gsm8k_test.jsonl')."
             ) from error
         numbered = [(row, dict(record)) for row, record in enumerate(hub_records, start=1)]
         source, prefix = f"{HUB_DATASET[0]} ({split})", split

@@ -12,18 +12,16 @@ from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.evaluation.benchmarks import Benchmark, GSM8KBenchmark, InfillBenchmark
 from flexretrofit.evaluation.generators import boundary_token_ids
-from flexretrofit.evaluation.gsm8k import HUB_DATASET, GSM8KExample, load_gsm8k
+from flexretrofit.evaluation.gsm8k import HUB, HUB_DATASET, GSM8KExample, load_gsm8k
 from flexretrofit.evaluation.humaneval_infill import InfillTask, load_infill_tasks
 from flexretrofit.evaluation.jsonl import InputFileError
 from flexretrofit.evaluation.options import GSM8K, INFILL
 from flexretrofit.evaluation.sandbox import SandboxConfig
 from flexretrofit.evaluation.settings import EvalConfigError
 
-MISSING_GSM8K_DATA = (
-    "GSM8K needs its test split: pass it as a local JSONL file with 'question' and 'answer' per line: "
-    "--data path.jsonl (make eval-gsm8k DATA=path.jsonl). Without --data the hub dataset {dataset} is "
-    "tried, and that failed: {reason}. For a synthetic smoke-test file: "
-    "python -m flexretrofit.testing_cli tiny-data build/tiny/data, then --data build/tiny/data/gsm8k_eval.jsonl."
+HUB_GSM8K_FAILED = (
+    "--data hub loads {dataset} from the hub, and that failed: {reason}. Without --data the shipped test "
+    "split is used (offline); or pass a local JSONL file with 'question' and 'answer' per line: --data path.jsonl."
 )
 
 
@@ -33,29 +31,31 @@ def _hub_offline() -> bool:
 
 
 def load_gsm8k_examples(data: str | None, split: str = "test") -> list[GSM8KExample]:
-    """GSM8K from ``data`` (JSONL), else from the hub; every record checked (:func:`load_gsm8k`).
+    """GSM8K from the shipped test split (``data=None``), a JSONL file, or the hub (``data="hub"``);
+    every record checked (:func:`load_gsm8k`).
 
     Raises:
-        EvalConfigError: no such file, a record that cannot be scored (naming its line), or no hub access.
+        EvalConfigError: no such file, a record that cannot be scored (naming its line), a split that
+            does not ship, or no hub access.
     """
-    if data is not None:
+    if data != HUB:
         try:
-            return load_gsm8k(data)
-        except (FileNotFoundError, InputFileError) as error:
+            return load_gsm8k(data, split)
+        except (FileNotFoundError, InputFileError, ValueError) as error:
             raise EvalConfigError(str(error)) from error
     dataset = f"{HUB_DATASET[0]} ({HUB_DATASET[1]}, split {split})"
     if _hub_offline():
         raise EvalConfigError(
-            MISSING_GSM8K_DATA.format(dataset=dataset, reason="the hub is switched off (HF_HUB_OFFLINE)")
+            HUB_GSM8K_FAILED.format(dataset=dataset, reason="the hub is switched off (HF_HUB_OFFLINE)")
         )
     try:
-        return load_gsm8k(None, split)
+        return load_gsm8k(HUB, split)
     except InputFileError as error:
         raise EvalConfigError(str(error)) from error
     except RuntimeError as error:
         cause = error.__cause__ or error
         reason = f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
-        raise EvalConfigError(MISSING_GSM8K_DATA.format(dataset=dataset, reason=reason)) from error
+        raise EvalConfigError(HUB_GSM8K_FAILED.format(dataset=dataset, reason=reason)) from error
 
 
 def load_items(benchmark: str, settings: Mapping[str, Any]) -> list[GSM8KExample] | list[InfillTask]:
