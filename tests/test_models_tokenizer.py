@@ -1,12 +1,13 @@
 """Tokenizer loading: mask role, pad = eos, chat template that honours add_generation_prompt."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from flexretrofit.models.tokenizer import MASK_TOKEN, load_tokenizer
+from flexretrofit.models.tokenizer import MASK_TOKEN, load_tokenizer, stop_token_ids
 from flexretrofit.testing import build_tiny_tokenizer
 
 
@@ -56,3 +57,12 @@ def test_tiny_tokenizer_round_trips_text_and_reloads(tmp_path):
         tokenizer.bos_token_id,
     }
     assert "<|boundary|>" in reloaded.get_vocab()
+
+
+def test_stop_tokens_are_eos_and_end_of_turn_when_the_vocabulary_has_it():
+    tokenizer = build_tiny_tokenizer()
+    vocab = tokenizer.get_vocab()
+    assert stop_token_ids(tokenizer) == sorted({tokenizer.eos_token_id, vocab["<|eot_id|>"]})
+    base_vocab = {token: i for token, i in vocab.items() if token != "<|eot_id|>"}  # a base model's
+    base = SimpleNamespace(eos_token_id=tokenizer.eos_token_id, get_vocab=lambda: base_vocab)
+    assert stop_token_ids(base) == [tokenizer.eos_token_id]

@@ -45,8 +45,12 @@ def reference_llada(
     suppress,
     generator,
     is_flex,
+    forbid_mask=True,
 ):
-    """LLaDA's published sampler written plainly: per step, per row, Python loops (equal-length prompts)."""
+    """LLaDA's published sampler written plainly: per step, per row, Python loops (equal-length prompts).
+
+    The published loop suppresses nothing (``suppress=[]``, ``forbid_mask=False``); ours never emits MASK.
+    """
     mask_id = model.config.mask_token_id
     batch, prompt_length = prompt.shape
     x = torch.full((batch, prompt_length + gen_length), mask_id, dtype=torch.long)
@@ -81,7 +85,7 @@ def reference_llada(
                 else:
                     logits = logits_of(x, x)
             logits = logits.clone()
-            logits[:, :, suppress + [mask_id]] = float("-inf")
+            logits[:, :, suppress + ([mask_id] if forbid_mask else [])] = float("-inf")
             x0 = torch.empty(batch, end - start, dtype=torch.long)
             for b in range(batch):
                 row = logits[b, start:end]
@@ -129,9 +133,53 @@ def test_matches_a_plain_loop_of_lladas_algorithm(case, which, request, tokenize
         generator=torch.Generator().manual_seed(3),
         is_flex=which == "flexmdm",
     )
-    output = generate_mdm(model, prompt, **settings, generator=torch.Generator().manual_seed(3))
+    output = generate_mdm(
+        model, prompt, **settings, suppress_tokens=[eos], generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(output.sequences, expected)
     assert output.lengths.tolist() == [17, 17] and output.prompt_lengths.tolist() == [5, 5]
+
+
+class EndingLM(nn.Module):
+    """A tiny LLaDA whose EOS logit is raised by ``bias``: it ends its answers at varied places."""
+
+    def __init__(self, base, eos, bias):
+        super().__init__()
+        self.base, self.eos, self.bias, self.config = base, eos, bias, base.config
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = self.base(input_ids, attention_mask=attention_mask).logits.clone()
+        logits[..., self.eos] += self.bias
+        return LLaDAOutput(logits=logits)
+
+
+EOS_BIAS = 0.5  # answers then end anywhere from the first position to never (checked below)
+
+
+def _cut_at_first_stop(row, prompt_length, stops):
+    """What a user reads of a published-loop canvas: the response up to its first stop token."""
+    for position in range(prompt_length, len(row)):
+        if int(row[position]) in stops:
+            return row[:position].tolist()
+    return row.tolist()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_defaults_give_the_published_loops_tokens(case, llada, tokenizer):
+    """With default settings (nothing suppressed) every row equals the published loop's, cut at EOS."""
+    prompt = torch.randint(10, 300, (3, 5), generator=torch.Generator().manual_seed(1))
+    settings = dict(steps=8, gen_length=16, block_length=8, **case)
+    boosted = EndingLM(llada, tokenizer.eos_token_id, bias=EOS_BIAS)
+    published = reference_llada(
+        boosted, prompt, **settings, suppress=[], forbid_mask=False,
+        generator=torch.Generator().manual_seed(4), is_flex=False,
+    )  # fmt: skip
+    output = generate_mdm(boosted, prompt, **settings, generator=torch.Generator().manual_seed(4))
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    expected = [_cut_at_first_stop(row, 5, stops) for row in published]
+    got = [output.sequences[b, : output.lengths[b]].tolist() for b in range(3)]
+    assert got == expected
+    assert any(5 < len(row) < 21 for row in expected) or case["temperature"] == 0  # some ended mid-way
 
 
 def test_uneven_step_counts_follow_lladas_rule():
@@ -190,19 +238,15 @@ def test_suppression_really_suppresses_eos_and_eot():
     generated = output.generated_ids()[0]
     assert len(generated) == 8 and not {eos, eot, 2} & set(generated)
     default = generate_mdm(model, [[0, 9, 9]], steps=4, gen_length=8, block_length=4)
-    assert eos not in default.generated_ids()[0] and eot in default.generated_ids()[0]
+    # By default nothing is suppressed: the answer ends at its first EOS (and at EoT when it is a stop id).
+    assert len(default.generated_ids()[0]) < 8 and eos not in default.generated_ids()[0]
+    both = generate_mdm(model, [[0, 9, 9]], steps=4, gen_length=8, block_length=4, eos_token_id=[eos, eot])
+    assert both.generated_ids()[0] == []
 
 
-def test_without_suppression_the_response_ends_at_the_first_stop_token():
+def test_by_default_the_response_ends_at_the_first_stop_token():
     model = FavouringLM(favour={6: 1})  # EOS (= PAD) wins at canvas position 6
-    output = generate_mdm(
-        model,
-        [[0, 9, 9], [0, 9, 9, 9, 9, 9, 9, 9]],
-        steps=4,
-        gen_length=8,
-        block_length=8,
-        suppress_tokens=[],
-    )
+    output = generate_mdm(model, [[0, 9, 9], [0, 9, 9, 9, 9, 9, 9, 9]], steps=4, gen_length=8, block_length=8)
     assert output.lengths.tolist() == [6, 16]
     assert output.sequences[0, 6:].eq(1).all()
     assert 2 not in output.sequences[0, :6].tolist()

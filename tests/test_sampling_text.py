@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torch import nn
 
+from flexretrofit.models import LLaDAOutput
 from flexretrofit.sampling import (
     FlexGenerationConfig,
     MDMGenerationConfig,
@@ -12,7 +14,7 @@ from flexretrofit.sampling import (
     infill,
     infill_text,
 )
-from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm
+from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm, tiny_llada
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,30 @@ def test_an_mdm_config_runs_the_baseline(model, tokenizer):
     texts = generate_text(model, tokenizer, ["The quick"], config)
     ids = [tokenizer("The quick", add_special_tokens=False)["input_ids"]]
     assert texts == tokenizer.batch_decode(generate_mdm(model, ids, generation_config=config).generated_ids())
+
+
+class EndOfTurnAt(nn.Module):
+    """A tiny LLaDA that says <|eot_id|> at one canvas position (as an instruct model ends its turn)."""
+
+    def __init__(self, base, eot, position):
+        super().__init__()
+        self.base, self.eot, self.position, self.config = base, eot, position, base.config
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = self.base(input_ids, attention_mask=attention_mask).logits.clone()
+        logits[:, self.position, self.eot] += 100.0
+        return LLaDAOutput(logits=logits)
+
+
+def test_mdm_text_ends_at_the_end_of_turn_token(tokenizer):
+    eot = tokenizer.get_vocab()["<|eot_id|>"]
+    ids = tokenizer("The quick", add_special_tokens=False)["input_ids"]
+    model = EndOfTurnAt(tiny_llada(tokenizer, seed=0), eot, position=len(ids) + 3)
+    config = MDMGenerationConfig(steps=4, gen_length=8, block_length=8)
+    full = generate_mdm(model, [ids], generation_config=config).generated_ids()[0]  # ids only: EOS stops
+    assert len(full) == 8 and full[3] == eot
+    texts = generate_text(model, tokenizer, ["The quick"], config, skip_special_tokens=False)
+    assert texts == [tokenizer.decode(full[:3], skip_special_tokens=False)]
 
 
 def test_infill_text_decodes_the_middle_from_positions(model, tokenizer):

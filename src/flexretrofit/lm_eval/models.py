@@ -42,6 +42,7 @@ from flexretrofit.models import (
     read_model_type,
     resolve_dtype,
 )
+from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 
 logger = logging.getLogger(__name__)
@@ -388,7 +389,8 @@ def mdm_lengths(settings: dict[str, Any], max_gen_toks: int) -> tuple[int, int, 
     block_length = min(int(settings.get("block_length", 32)), gen_length)
     gen_length = -(-gen_length // block_length) * block_length
     blocks = gen_length // block_length
-    steps = int(settings.get("steps", gen_length))
+    # A task with short answers needs no more steps than tokens (the sampler refuses more).
+    steps = min(int(settings.get("steps", gen_length)), gen_length)
     return gen_length, block_length, -(-steps // blocks) * blocks
 
 
@@ -433,5 +435,8 @@ class LLaDAMDMLM(_DiffusionLM):
         prompts = [p[-(limit - gen_length) :] for p in prompts]
         settings = {**self.sampler_settings, "temperature": temperature, "seed": self.seed}
         settings.update(gen_length=gen_length, block_length=block_length, steps=steps)
+        settings.setdefault(
+            "eos_token_id", stop_token_ids(self.tokenizer)
+        )  # EOS and <|eot_id|> end an answer
         output = generate_mdm(self.model, prompts, generation_config=build_generation_config("mdm", settings))
         return output.generated_ids()

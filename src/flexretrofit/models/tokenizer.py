@@ -25,6 +25,14 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids an answer ends at: EOS, and ``<|eot_id|>`` when the vocabulary has it (instruct models end
+    their turn with it). What the MDM sampler cuts its response at (``MDMGenerationConfig.eos_token_id``)."""
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    end_of_turn = tokenizer.get_vocab().get(END_OF_TURN)
+    return sorted({*ids, end_of_turn} - {None})
+
+
 class TokenizerLoadError(ValueError):
     """No usable tokenizer at a path. The message names the path and the cause; callers add what to do."""
 

@@ -16,8 +16,10 @@ block, with ``n`` MASKs and ``s`` steps, step ``i`` unmasks ``n // s`` tokens pl
 Differences from the published loop, all output-preserving: rows may have prompts of different lengths
 (each row's blocks start after its own prompt; padding keys are masked); Gumbel noise and random
 confidences are drawn for the current block only (``[B, block_length, V]`` / ``[B, block_length]``,
-in that order per step, from the one generator), since no other position can be unmasked; the EOS and
-EoT suppression really suppresses every listed id.
+in that order per step, from the one generator), since no other position can be unmasked; MASK is never
+emitted (a trained model never predicts it; the published loop would leave such a position masked). As in
+the published loop nothing else is suppressed by default; ``suppress_tokens`` really suppresses every
+listed id.
 
 The model is a :class:`~flexretrofit.models.LLaDAModelLM` (``model(ids, attention_mask=...).logits``) or
 a FlexMDM used as a fixed-length MDM: it gets ``t`` = the fraction of the row's generated region
@@ -61,8 +63,8 @@ def generate_mdm(
             Gumbel noise and random remasking (default: one seeded with ``config.seed``).
 
     Returns:
-        :class:`GenerationOutput` (``sequences [B, L']`` = prompt + response, cut before the first stop token
-        when EOS is not suppressed).
+        :class:`GenerationOutput` (``sequences [B, L']`` = prompt + response, cut before the first stop token:
+        ``config.eos_token_id``, default the model's EOS, or PAD).
         An empty batch gives an empty output (``sequences`` ``[0, 0]``).
 
     Raises:
@@ -89,7 +91,7 @@ def infill_mdm(
 ) -> GenerationOutput:
     """Fill ``gen_length`` MASKs between each prefix and suffix with LLaDA's sampler.
 
-    Stop tokens generated inside the middle (when EOS is not suppressed) are dropped from it, so a
+    Stop tokens generated inside the middle (unless suppressed) are dropped from it, so a
     middle may come out shorter than ``gen_length``. Returns :class:`GenerationOutput` with ``middles``.
     """
     generator = kwargs.pop("generator", None)
@@ -186,10 +188,10 @@ def _sample(
     )
     protected = valid & ~generated
 
-    suppress = (
-        _ids_list(model_config.eos_token_id) if config.suppress_tokens is None else config.suppress_tokens
+    # Like LLaDA's generate.py nothing is suppressed by default: the model may end its answer with EOS.
+    forbidden = torch.tensor(
+        sorted({mask_id, *(config.suppress_tokens or [])}), dtype=torch.long, device=device
     )
-    forbidden = torch.tensor(sorted({mask_id, *suppress}), dtype=torch.long, device=device)
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling.config import FlexGenerationConfig, MDMGenerationConfig
 from flexretrofit.sampling.flex import generate_flex, infill
 from flexretrofit.sampling.mdm import generate_mdm, infill_mdm
@@ -28,6 +29,16 @@ def _encode(
 def _uses_mdm(model: nn.Module, generation_config) -> bool:
     config = generation_config if generation_config is not None else getattr(model, "generation_config", None)
     return isinstance(config, MDMGenerationConfig)
+
+
+def _with_stop_tokens(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, generation_config, kwargs: dict
+) -> dict:
+    """The MDM sampler's overrides with its stop ids read from the tokenizer (EOS and ``<|eot_id|>``) unless set."""
+    config = generation_config if generation_config is not None else getattr(model, "generation_config", None)
+    if "eos_token_id" in kwargs or getattr(config, "eos_token_id", None) is not None:
+        return kwargs
+    return {**kwargs, "eos_token_id": stop_token_ids(tokenizer)}
 
 
 def generate_text(
@@ -48,8 +59,11 @@ def generate_text(
         skip_special_tokens: drop special tokens when decoding.
     """
     ids = _encode(tokenizer, prompts, add_special_tokens)
-    sampler = generate_mdm if _uses_mdm(model, generation_config) else generate_flex
-    output = sampler(model, ids, None, generation_config, **kwargs)
+    if _uses_mdm(model, generation_config):
+        kwargs = _with_stop_tokens(model, tokenizer, generation_config, kwargs)
+        output = generate_mdm(model, ids, None, generation_config, **kwargs)
+    else:
+        output = generate_flex(model, ids, None, generation_config, **kwargs)
     return tokenizer.batch_decode(output.generated_ids(), skip_special_tokens=skip_special_tokens)
 
 
@@ -69,6 +83,9 @@ def infill_text(
     """
     prefix_ids = _encode(tokenizer, prefixes, add_special_tokens)
     suffix_ids = _encode(tokenizer, suffixes, False)
-    sampler = infill_mdm if _uses_mdm(model, generation_config) else infill
-    output = sampler(model, prefix_ids, suffix_ids, generation_config, **kwargs)
+    if _uses_mdm(model, generation_config):
+        kwargs = _with_stop_tokens(model, tokenizer, generation_config, kwargs)
+        output = infill_mdm(model, prefix_ids, suffix_ids, generation_config, **kwargs)
+    else:
+        output = infill(model, prefix_ids, suffix_ids, generation_config, **kwargs)
     return tokenizer.batch_decode(output.middles, skip_special_tokens=skip_special_tokens)
