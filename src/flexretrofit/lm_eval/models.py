@@ -400,8 +400,9 @@ class LLaDAMDMLM(_DiffusionLM):
 
     The sampler fills ``gen_length`` MASKs (model argument; default: the request's ``max_gen_toks``), rounded
     up to a multiple of ``block_length`` (default 32, or ``gen_length`` if smaller), with ``steps`` forward
-    passes (default: one token per step) rounded up to a multiple of the number of blocks. The response
-    is cut at the first EOS when EOS is allowed, to ``max_gen_toks`` tokens, then at the first ``until``
+    passes (default: one token per step) rounded up to a multiple of the number of blocks. As in LLaDA's
+    reference nothing is suppressed by default: the response is cut at the first stop token (EOS, and
+    ``<|eot_id|>`` when the tokenizer has it), to ``max_gen_toks`` tokens, then at the first ``until``
     string. One generator seeded with ``seed`` per sampler call (it draws nothing at temperature 0).
     ``loglikelihood``: :func:`~flexretrofit.lm_eval.likelihood.mdm_elbo`.
     Sampler settings: the fields of :class:`~flexretrofit.sampling.MDMGenerationConfig`.
