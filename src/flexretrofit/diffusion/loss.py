@@ -95,6 +95,12 @@ def masked_positions_and_targets(sample: InterpolantSample) -> tuple[Tensor, Ten
     return logits_positions, targets, rows
 
 
+def _loss_dtype(*outputs: Tensor) -> torch.dtype:
+    """float32 for the loss sums (bf16 outputs are upcast), float64 when the model computes in float64
+    (exactness tests compare sums over different groupings of the same rows)."""
+    return torch.float64 if any(x.dtype == torch.float64 for x in outputs) else torch.float32
+
+
 def mdm_loss(
     masked_logits: Tensor, masked_targets: Tensor, masked_weights: Tensor, normalizer: float | Tensor
 ) -> Tensor:
@@ -106,10 +112,11 @@ def mdm_loss(
         normalizer: what the sum is divided by (the number of non-prompt tokens; counts below 1 are taken as 1).
 
     Returns:
-        A float32 scalar.
+        A float32 scalar (float64 for float64 logits).
     """
-    cross_entropy = F.cross_entropy(masked_logits.float(), masked_targets, reduction="none")  # [N]
-    normalizer = torch.as_tensor(normalizer, device=masked_logits.device, dtype=torch.float32).clamp_min(1.0)
+    dtype = _loss_dtype(masked_logits)
+    cross_entropy = F.cross_entropy(masked_logits.to(dtype), masked_targets, reduction="none")  # [N]
+    normalizer = torch.as_tensor(normalizer, device=masked_logits.device, dtype=dtype).clamp_min(1.0)
     return (masked_weights.to(cross_entropy) * cross_entropy).sum() / normalizer
 
 
@@ -153,7 +160,7 @@ def flexmdm_loss(
             that decide the length are set at middle times.
 
     Returns:
-        :class:`FlexMDMLoss` of float32 scalars.
+        :class:`FlexMDMLoss` of float32 scalars (float64 when the model's outputs are float64).
     """
     if normalizer is None:
         if non_prompt_lengths is None:
@@ -173,7 +180,8 @@ def flexmdm_loss(
             f"{tuple(masked_logits.shape)}, {tuple(masked_targets.shape)}, {tuple(masked_row.shape)}."
         )
     alpha, beta = build_schedule(insertion_schedule), build_schedule(unmask_schedule)
-    t_weights = t.to(device=g_hat.device, dtype=torch.float32).clamp(0.0, 1.0 - eps)
+    dtype = _loss_dtype(masked_logits, g_hat)
+    t_weights = t.to(device=g_hat.device, dtype=dtype).clamp(0.0, 1.0 - eps)
     unmask_weight = beta.rate(t_weights)  # [B]
     if insertion_weighting not in INSERTION_WEIGHTINGS:
         raise ValueError(
@@ -183,15 +191,15 @@ def flexmdm_loss(
         alpha.rate(t_weights) if insertion_weighting == "elbo" else torch.ones_like(t_weights)
     )  # [B]
 
-    cross_entropy = F.cross_entropy(masked_logits.float(), masked_targets, reduction="none")  # [N]
+    cross_entropy = F.cross_entropy(masked_logits.to(dtype), masked_targets, reduction="none")  # [N]
     unmask_sum = (unmask_weight[masked_row] * cross_entropy).sum()
 
     # Invalid slots compare the true gap with itself: D = 0 with zero gradient, whatever g_hat holds there.
     g_hat = torch.where(slot_valid, g_hat, slot_gaps.to(g_hat.dtype))
-    divergence = poisson_bregman(slot_gaps, g_hat).float() * insertion_weight[:, None]  # [B, L+1]
+    divergence = poisson_bregman(slot_gaps, g_hat).to(dtype) * insertion_weight[:, None]  # [B, L+1]
     insertion_sum = torch.where(slot_valid, divergence, 0.0).sum()
 
-    normalizer = torch.as_tensor(normalizer, device=g_hat.device, dtype=torch.float32).clamp_min(1.0)
+    normalizer = torch.as_tensor(normalizer, device=g_hat.device, dtype=dtype).clamp_min(1.0)
     unmask_loss = unmask_sum / normalizer
     insertion_loss = insertion_sum / normalizer
     return FlexMDMLoss(
