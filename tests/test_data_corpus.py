@@ -170,3 +170,34 @@ def test_chunked_mixture_of_local_sources(tokenizer, tmp_path):
     share = sum(text.startswith("alpha") for text in head) / len(head)
     assert 0.65 < share < 0.85
     assert all(text.startswith(("alpha", "beta")) for text in head)
+
+
+# -- data mistakes: one line naming the file (and line), raised before anything is tokenised ---------
+
+
+def test_an_empty_corpus_file_is_named(tmp_path):
+    from flexretrofit.data import DataError
+
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    for name in ("empty", "blank"):
+        for streaming in (False, True):
+            with pytest.raises(DataError, match=f"data file .*{name}.jsonl (is empty|holds only blank)"):
+                load_text_dataset(tmp_path / f"{name}.jsonl", streaming=streaming)
+
+
+@pytest.mark.parametrize("peek", [100, 2])  # found up-front, or by `datasets` and then located
+def test_a_malformed_jsonl_line_is_named_with_its_line_number(tmp_path, jsonl_file, monkeypatch, peek):
+    import flexretrofit.data.corpus as corpus
+
+    monkeypatch.setattr(corpus, "PEEK_RECORDS", peek)
+    lines = jsonl_file.read_text().splitlines()
+    lines.insert(3, '{"text": "an unfinished record')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(corpus.DataError, match=r"data file .*bad.jsonl line 4 is not valid JSON") as error:
+        load_text_dataset(bad)
+    assert "\n" not in str(error.value)
+    if peek > 3:  # a stream is checked up-front the same way
+        with pytest.raises(corpus.DataError, match="bad.jsonl line 4"):
+            load_text_dataset(bad, streaming=True)

@@ -229,3 +229,22 @@ def test_the_collator_never_deletes_or_masks_an_anchor(tokenizer):
             assert [token for token in row if token in kept] == kept, "anchors present, unmasked, in order"
         seen_gap |= bool((batch["slot_gaps"] > 0).any())
     assert seen_gap
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_gsm8k_record_without_its_answer_is_one_line_naming_the_record(tokenizer, streaming):
+    from flexretrofit.data import DataError
+
+    rows = [
+        {"question": "How many?", "answer": "1 + 1 = 2\n#### 2"},
+        {"question": "And now?", "answer": None},
+    ]
+    dataset = datasets.Dataset.from_list(rows)
+    if streaming:
+        dataset = dataset.to_iterable_dataset()
+    with pytest.raises(
+        DataError, match=r"record 2 of gsm8k.jsonl: the record's 'answer' is missing"
+    ) as error:
+        formatted = format_dataset(dataset, GSM8KFormat(tokenizer), where="gsm8k.jsonl")
+        list(formatted)  # a stream meets the record when it is read
+    assert "\n" not in str(error.value)

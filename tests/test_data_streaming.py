@@ -166,3 +166,16 @@ def test_bad_arguments_raise_clear_errors():
     too_short = LengthGroupedStream(samples_stream([3] * 5), 8, shuffle_buffer=16)
     with pytest.raises(ValueError, match="holds 5 samples, fewer than one batch of 8"):
         next(iter(too_short))
+
+
+def test_a_malformed_record_met_in_a_stream_is_one_line(tmp_path):
+    from flexretrofit.data import DataError
+
+    path = tmp_path / "corpus.jsonl"
+    good = "".join(json.dumps({"input_ids": [1, 2, 3], "length": 3}) + "\n" for _ in range(8))
+    path.write_text(good + '{"input_ids": [1, 2\n' + good)
+    stream = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
+    with pytest.raises(
+        DataError, match=r"a record of the streamed data could not be read .*resume_from=latest"
+    ):
+        list(LengthGroupedStream(stream, 4, shuffle_buffer=8))

@@ -276,3 +276,44 @@ def test_pretrain_command_writes_a_loadable_maze_mdm(tmp_path, settings):
         == shipped.config.n_layers
         == settings.pretrain.backbone["n_layers"]
     )
+
+
+@pytest.mark.parametrize(
+    "difficulty, message",
+    [
+        ("{height: 4}", "task.difficulties.easy needs width, min_moves, max_moves"),
+        (
+            "{height: '4', width: 4, min_moves: 3, max_moves: 6}",
+            "task.difficulties.easy.height must be a whole",
+        ),
+        ("[4, 4, 3, 6]", "task.difficulties.easy must be a mapping of height, width"),
+        ("{height: 4, width: 4, min_moves: 3, max_moves: 6, size: 2}", "has unknown key(s) ['size']"),
+    ],
+)
+def test_a_partial_or_mistyped_difficulty_is_one_line(tmp_path, difficulty, message):
+    text = (REPO / "recipes/configs/demo/maze.yaml").read_text()
+    text = re.sub(r"(?m)^    easy: .*$", f"    easy: {difficulty}", text, count=1)
+    (tmp_path / "maze.yaml").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_settings(tmp_path / "maze.yaml").task.specs()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "section, line, message",
+    [
+        ("compare", "flexmdm_config: 5", "compare.flexmdm_config must be text, got 5"),
+        ("compare", "mdm_checkpoint: [a]", "compare.mdm_checkpoint must be text or null"),
+        ("task", "difficulties: null", "task.difficulties must be a mapping, got None"),
+        ("evaluation", "split: 3", "evaluation.split must be text"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_one_line(tmp_path, section, line, message):
+    text = (REPO / "recipes/configs/demo/maze.yaml").read_text()
+    key = line.split(":")[0]
+    head, _, tail = text.partition(f"{section}:\n")
+    tail = re.sub(rf"(?m)^  {key}:.*\n(    .*\n)*", "", tail, count=1)
+    (tmp_path / "maze.yaml").write_text(head + f"{section}:\n  {line}\n" + tail)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_settings(tmp_path / "maze.yaml")
+    assert "\n" not in str(error.value)

@@ -1,6 +1,7 @@
 """Checkpoint files, which checkpoints resume, and the export: merged and adapter folders, model cards, atomic writes."""
 
 import copy
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 import yaml
 from peft import AutoPeftModelForFeatureExtraction, get_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.initialization import no_init_weights
 
@@ -24,9 +26,10 @@ from flexretrofit.training import (
     build_tokenizer,
     config_from_dict,
     list_checkpoints,
+    run_recipe,
 )
 from flexretrofit.training.builders import base_model
-from flexretrofit.training.checkpointing import checkpoint_problem, resolve_resume
+from flexretrofit.training.checkpointing import CheckpointWriteError, checkpoint_problem, resolve_resume
 from flexretrofit.training.export import NEW_MODULES_FILE, load_adapter_export
 from flexretrofit.training.model_card import model_card
 
@@ -304,3 +307,111 @@ def test_mdm_export_is_a_llada_folder(tiny, tmp_path):
     torch.testing.assert_close(
         load_adapter_export(adapter_folder)(ids).logits, expected, atol=2e-5, rtol=1e-4
     )
+
+
+def _flip_a_weight_byte(folder: Path) -> None:
+    """Flip one bit in the data of the last tensor of model.safetensors (the header stays readable)."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_refused_and_the_previous_one_resumed(trained):
+    _, out = trained
+    newest = list_checkpoints(out)[-1]
+    broken = _copy_checkpoint(newest, 99)
+    try:
+        _flip_a_weight_byte(broken)
+        assert checkpoint_problem(broken) is None  # structurally whole: only the checksum tells
+        with pytest.warns(
+            UserWarning, match=r"skipping corrupted checkpoint .*step_0000099.*model.safetensors"
+        ):
+            assert resolve_resume("latest", out) == newest
+        with pytest.raises(FileNotFoundError, match="does not match its recorded checksum") as error:
+            resolve_resume(str(broken), out)
+        assert "\n" not in str(error.value)
+    finally:
+        shutil.rmtree(broken)
+
+
+def test_a_checkpoint_written_before_checksums_still_resumes(trained):
+    _, out = trained
+    broken = _copy_checkpoint(list_checkpoints(out)[-1], 99)
+    try:
+        state = json.loads((broken / "trainer_state.json").read_text())
+        assert set(state["checksums"]) >= {"model.safetensors", "optimizer.bin"}
+        del state["checksums"]
+        (broken / "trainer_state.json").write_text(json.dumps(state))
+        _flip_a_weight_byte(broken)  # nothing to compare with: taken as before
+        assert resolve_resume("latest", out) == broken
+    finally:
+        shutil.rmtree(broken)
+
+
+FULL_DISK = "No space left on device"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, FULL_DISK),
+        SafetensorError(
+            f'Error while serializing: IoError(Os {{ code: 28, kind: StorageFull, message: "{FULL_DISK}" }})'
+        ),
+    ],
+)
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
+    trained, monkeypatch, capsys, failure
+):
+    trainer, out = trained
+    before = list_checkpoints(out)
+
+    def save_half_then_fail(folder, **kwargs):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"\0" * 64)  # what a full disk leaves
+        raise failure
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", save_half_then_fail)
+    with pytest.raises(CheckpointWriteError) as error:
+        trainer.save()
+    tmp = out / "checkpoints" / "step_0000003.tmp"
+    assert str(error.value) == (
+        f"could not write checkpoint to {tmp}: {FULL_DISK}; free space and rerun the same command with "
+        "train.resume_from=latest to resume from step 3."
+    )
+    assert not tmp.exists() and list_checkpoints(out) == before  # the partial folder is gone
+    assert resolve_resume("latest", out) == before[-1]
+
+    def main(argv):
+        trainer.save()
+
+    assert run_recipe(main, []) == 1
+    assert capsys.readouterr().err == f"error: {error.value}\n"
+
+
+def test_a_full_disk_at_the_export_is_one_line(trained, tmp_path, monkeypatch):
+    import flexretrofit.training.trainer as trainer_module
+
+    trainer, _ = trained
+
+    def export_on_a_full_disk(accelerator, model, tokenizer, target, *args, **kwargs):
+        Path(f"{target}.tmp").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, FULL_DISK)
+
+    monkeypatch.setattr(trainer_module, "export_model", export_on_a_full_disk)
+    with pytest.raises(
+        CheckpointWriteError, match=rf"could not write the export to .*final: {FULL_DISK}; free"
+    ):
+        trainer.export(tmp_path / "final")
+    assert not (tmp_path / "final.tmp").exists() and not (tmp_path / "final").exists()
+
+
+def test_only_the_newest_keep_checkpoints_remain_and_each_records_its_checksums(trained, tmp_path):
+    from flexretrofit.training.checkpointing import checksum_problem, save_checkpoint
+
+    trainer, _ = trained
+    for step in (1, 2, 3):
+        save_checkpoint(trainer.accelerator, tmp_path, step, {"step": step}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
+    assert all(checksum_problem(p) is None for p in list_checkpoints(tmp_path))

@@ -283,3 +283,36 @@ def test_an_unreadable_init_from_config_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("error: model.init_from: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, kind", [("- model\n- train\n", "list"), ("just words\n", "str")])
+def test_a_config_that_is_not_a_mapping_is_one_line_and_exit_2(tmp_path, capsys, text, kind):
+    (tmp_path / "bad.yaml").write_text(text)
+    recipe = runpy.run_path(str(REPO / "recipes" / "retrofit_llada.py"))
+    assert run_recipe(recipe["main"], ["--config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: config {tmp_path / 'bad.yaml'} must be a mapping of settings (model:, data:, train: ...), "
+        f"not a {kind}; see recipes/configs/*.yaml.\n"
+    )
+
+
+@pytest.mark.parametrize("override", ["train.max_steps\nmore=3", "train. max_steps=3", "train..max_steps=3"])
+def test_an_override_key_with_a_newline_or_space_is_refused(override):
+    with pytest.raises(ConfigError, match=r"holds a newline, space or empty part") as error:
+        load_config(TINY_RETROFIT, [override])
+    assert "\n" not in str(error.value)
+
+
+def test_an_output_dir_that_cannot_be_created_fails_before_any_training(tiny, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    values = tiny_values(tiny, tmp_path / "a_file" / "run")
+    with pytest.raises(ConfigError, match=r"cannot be created: .*a_file is a file, not a folder"):
+        validate_config(config_from_dict(values), world_size=1)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(values))
+    recipe = runpy.run_path(str(REPO / "recipes" / "retrofit_llada.py"))
+    assert run_recipe(recipe["main"], ["--config", str(tmp_path / "bad.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: train.output_dir={tmp_path / 'a_file' / 'run'} cannot be created: {tmp_path / 'a_file'} is a "
+        "file, not a folder; choose another train.output_dir.\n"
+    )

@@ -1,5 +1,6 @@
 """The recipes end to end on the tiny CPU configs (what `make smoke-retrofit smoke-instruct` runs)."""
 
+import json
 import os
 import re
 import runpy
@@ -143,3 +144,37 @@ def test_the_recipe_scripts_exit_2_without_a_traceback(tmp_path, recipe, args, m
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_gsm8k_record_without_its_answer_is_one_line_naming_file_and_line(retrofit, tmp_path, capsys):
+    tmp, data = retrofit
+    records = [json.loads(line) for line in data["gsm8k"].read_text().splitlines()]
+    del records[2]["answer"]
+    broken = tmp_path / "gsm8k.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = tiny_yaml(
+        tmp_path,
+        "tiny_instruct_gsm8k_cpu.yaml",
+        tmp / "retrofit" / "final",
+        {"sources": broken, "eval_sources": data["gsm8k_eval"]},
+        tmp_path / "o",
+    )
+    main = runpy.run_path(str(REPO / "recipes" / "instruct.py"))["main"]
+    assert run_as_script(main, ["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        f"error: data file {broken} line 3: the record's 'answer' is missing; fix the record, or name the field "
+        "this data uses in data.format_kwargs."
+    )
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_the_maze_demo_refuses_a_work_dir_under_a_file(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    main = runpy.run_path(str(REPO / "recipes" / "demo_maze.py"))["main"]
+    for args in (["--quick"], ["pretrain", "--quick", "--output-dir", str(tmp_path / "mdm")]):
+        assert run_as_script(main, [*args, "--work-dir", str(tmp_path / "a_file" / "work")]) == 2
+        assert capsys.readouterr().err == (
+            f"error: --work-dir={tmp_path / 'a_file' / 'work'} cannot be created: {tmp_path / 'a_file'} is a "
+            "file, not a folder; choose another --work-dir.\n"
+        )

@@ -342,7 +342,12 @@ def test_a_diverged_recipe_run_is_one_line_and_exit_status_3(capsys):
         (lambda s: s.update(step=-3), "step -3, outside"),
         (lambda s: s.update(step=1), "folder is step_0000002"),
         (lambda s: s["scheduler"].update(last_epoch=5), "schedule is at step 5"),
-        (lambda s: s["sampler"].update(position=10**12), "sampler state does not fit"),
+        (lambda s: s["sampler"].update(position=10**12), "sampler position 1000000000000, outside"),
+        (
+            lambda s: s["sampler"].update(epoch=10**30),
+            "sampler epoch 1000000000000000000000000000000, outside",
+        ),
+        (lambda s: s["sampler"].update(position="3"), "sampler position '3', outside"),
     ],
 )
 def test_a_hand_edited_trainer_state_is_refused_with_one_line(tiny, tmp_path, edit, message):
@@ -356,3 +361,61 @@ def test_a_hand_edited_trainer_state_is_refused_with_one_line(tiny, tmp_path, ed
     with pytest.raises(ConfigError, match=message) as error:
         make_trainer(resumed).train()
     assert "\n" not in str(error.value)
+
+
+# -- one run per output_dir ------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from flexretrofit.run_lock import lock_output_dir
+lock_output_dir(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_output_dir_lock_is_refused_to_a_second_process_and_freed_at_exit(tmp_path):
+    from flexretrofit.run_lock import OutputDirBusy, lock_output_dir, release_output_dir
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputDirBusy) as error:
+            lock_output_dir(tmp_path / "run")
+        assert str(error.value) == (
+            f"another run is using {tmp_path / 'run'} (pid {holder.pid}); wait for it or choose another output_dir."
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_output_dir(tmp_path / "run")  # a killed run leaves no stale lock
+    lock_output_dir(tmp_path / "run")  # and this process may take its own lock again
+    release_output_dir(tmp_path / "run")
+
+
+def test_a_second_run_on_a_busy_output_dir_is_one_line_and_exit_2(tiny, tmp_path, capsys):
+    import fcntl
+
+    from flexretrofit.run_lock import OutputDirBusy, lock_path
+    from flexretrofit.training import run_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(lock_path(out), "w") as other:  # another run's lock (a separate open file: flock conflicts)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("4242\n")
+        other.flush()
+        config = tiny_config(tiny, out, **{"train.max_steps": 2})
+        with pytest.raises(OutputDirBusy, match=r"another run is using .*run \(pid 4242\); wait for it"):
+            make_trainer(config).train()
+        assert run_recipe(lambda argv: make_trainer(config).train(), []) == 2
+        err = capsys.readouterr().err  # after the model-loading progress bars: one line, no traceback
+        assert (
+            err.strip().splitlines()[-1].startswith("error: another run is using") and "Traceback" not in err
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]  # nothing trained, nothing written
+    make_trainer(config).train()  # once free, a fresh run may start in a folder holding only the lock
+    assert (out / "checkpoints" / "step_0000002").is_dir()

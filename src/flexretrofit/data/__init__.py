@@ -8,6 +8,7 @@ for the model and the loss (:mod:`.collator`).
 from flexretrofit.data.batching import LengthGroupedBatchSampler, padding_efficiency
 from flexretrofit.data.collator import FlexMDMCollator, MDMCollator, pad_samples
 from flexretrofit.data.corpus import (
+    DataError,
     DocumentChunker,
     TextSource,
     boundary_token_ids,
@@ -32,6 +33,7 @@ from flexretrofit.data.formats import (
     infill_layout,
     pad_to_canvas,
     parse_gsm8k_answer,
+    record_problem,
     resolve_boundary_token_id,
 )
 from flexretrofit.data.streaming import LengthGroupedStream
@@ -40,6 +42,7 @@ __all__ = [
     "BOUNDARY_TOKEN",
     "GSM8K_SYSTEM_PROMPT",
     "CodeInfillFormat",
+    "DataError",
     "DocumentChunker",
     "FixedCanvasFormat",
     "FlexMDMCollator",
@@ -64,6 +67,7 @@ __all__ = [
     "padding_efficiency",
     "parse_gsm8k_answer",
     "published_transfer_mix",
+    "record_problem",
     "resolve_boundary_token_id",
     "resolve_data_files",
 ]

@@ -12,8 +12,10 @@ tokens: none for plain text, the optional BOS) and ``length``.
 from __future__ import annotations
 
 import glob
+import itertools
+import json
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,14 @@ _BUILDERS = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "par
 _COMPRESSIONS = (".gz", ".zst", ".bz2", ".xz", ".zip")
 _SENTENCE_ENDS = (".", "!", "?", "\u3002", "\uff01", "\uff1f")
 _CLOSERS = "\"')]}\u201d\u2019\u00bb"
+
+
+# Records of each JSONL file read before loading: enough to catch a wrong file, cheap for a huge corpus.
+PEEK_RECORDS = 100
+
+
+class DataError(ValueError):
+    """A data file or record that cannot be used: one line naming the file (and line) and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +112,67 @@ def resolve_data_files(source: str | os.PathLike | Sequence[str | os.PathLike]) 
     return files
 
 
+def _jsonl_records(path: str, limit: int | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed record)`` of a plain ``.jsonl`` file, blank lines skipped.
+
+    Raises:
+        DataError: a line that is not a JSON object, naming the file and the line.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        numbered = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+        for number, line in itertools.islice(numbered, limit):
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise DataError(
+                    f"data file {path} line {number} is not valid JSON ({error}); fix or remove that line."
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"data file {path} line {number} is a JSON {type(record).__name__}, not an object; each "
+                    'line of a .jsonl file is one record {"field": value, ...}.'
+                )
+            yield number, record
+
+
+def check_data_files(
+    files: Sequence[str],
+    record_problem: Callable[[Mapping[str, Any]], str | None] | None = None,
+    limit: int | None = PEEK_RECORDS,
+) -> None:
+    """Cheap checks before any loading: no file is empty, and the first ``limit`` records of each plain
+    ``.jsonl`` file parse (and pass ``record_problem``, which says what is wrong with a record, or None).
+
+    Raises:
+        DataError: naming the file, the line and the fix.
+    """
+    for path in files:
+        if os.path.getsize(path) == 0:
+            raise DataError(
+                f"data file {path} is empty; write records into it or remove it from the sources."
+            )
+        if not path.lower().endswith(".jsonl"):
+            continue  # compressed or other formats: read by `datasets` only
+        found = False
+        for number, record in _jsonl_records(path, limit):
+            found = True
+            problem = record_problem(record) if record_problem is not None else None
+            if problem:
+                raise DataError(f"data file {path} line {number}: {problem}.")
+        if not found:
+            raise DataError(f"data file {path} holds only blank lines; write records into it or remove it.")
+
+
+def _unreadable(files: Sequence[str], error: BaseException) -> DataError:
+    """The one line for a file `datasets` could not read: the first bad JSONL line when there is one."""
+    for path in files:
+        if path.lower().endswith(".jsonl"):
+            for _ in _jsonl_records(path):  # raises DataError at the first bad line
+                pass
+    cause = " ".join(str(error.__cause__ or error).split())
+    return DataError(f"could not read data file(s) {', '.join(files[:3])}: {cause}; fix or replace the file.")
+
+
 def load_text_dataset(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -109,6 +180,7 @@ def load_text_dataset(
     split: str = "train",
     name: str | None = None,
     streaming: bool = False,
+    record_problem: Callable[[Mapping[str, Any]], str | None] | None = None,
     **load_kwargs: Any,
 ) -> AnyDataset:
     """Load a text dataset from the hub or from local files, checking that ``text_field`` exists.
@@ -122,21 +194,28 @@ def load_text_dataset(
         split: the split to load (local files are all in ``"train"``).
         name: the hub configuration name (``"default"`` for Proof-Pile-2).
         streaming: return a lazily read ``IterableDataset``.
+        record_problem: checks the first records of local ``.jsonl`` files before loading (see
+            :func:`check_data_files`).
         load_kwargs: passed on to :func:`datasets.load_dataset`.
 
     Raises:
         FileNotFoundError: a local path does not exist.
+        DataError: a local file is empty, or a record cannot be read (the file and line named).
         ConnectionError: a hub dataset cannot be reached (offline mode, no network).
         KeyError: the dataset has no ``text_field`` column.
     """
     if _looks_local(source):
         files = resolve_data_files(source)
+        check_data_files(files, record_problem, PEEK_RECORDS)
         builder = _BUILDERS[_suffix(files[0])]
         if builder == "text":
             load_kwargs.setdefault("sample_by", "document")
-        dataset = datasets.load_dataset(
-            builder, data_files=files, split=split, streaming=streaming, **load_kwargs
-        )
+        try:
+            dataset = datasets.load_dataset(
+                builder, data_files=files, split=split, streaming=streaming, **load_kwargs
+            )
+        except datasets.exceptions.DatasetGenerationError as error:
+            raise _unreadable(files, error) from error
     else:
         try:
             dataset = datasets.load_dataset(source, name, split=split, streaming=streaming, **load_kwargs)
@@ -355,7 +434,11 @@ class TextSource:
     weight: float = 1.0
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    def load(self, streaming: bool = False) -> AnyDataset:
+    def load(
+        self,
+        streaming: bool = False,
+        record_problem: Callable[[Mapping[str, Any]], str | None] | None = None,
+    ) -> AnyDataset:
         """The raw text dataset (see :func:`load_text_dataset`)."""
         path = list(self.path) if isinstance(self.path, tuple) else self.path
         return load_text_dataset(
@@ -364,6 +447,7 @@ class TextSource:
             split=self.split,
             name=self.name,
             streaming=streaming,
+            record_problem=record_problem,
             **self.load_kwargs,
         )
 

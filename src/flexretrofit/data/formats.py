@@ -20,6 +20,8 @@ from typing import Any, Literal
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from flexretrofit.data.corpus import DataError
+
 Sample = dict[str, list]
 SampleFormat = Callable[[Mapping[str, Any]], Sample | None]
 
@@ -122,6 +124,10 @@ class GSM8KFormat:
         """Token ids of :meth:`prompt_text` (the chat template already holds BOS)."""
         return _encode(self.tokenizer, self.prompt_text(question))
 
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return (self.question_field, self.answer_field)
+
     def __call__(self, example: Mapping[str, Any]) -> Sample | None:
         answer = parse_gsm8k_answer(example[self.answer_field])
         sample = _join(
@@ -174,6 +180,10 @@ class PromptCompletionFormat:
     def prompt_ids(self, prompt: str) -> list[int]:
         text = chat_prompt(self.tokenizer, prompt) if self.use_chat_template else prompt
         return _encode(self.tokenizer, text)
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return (self.prompt_field,)  # the completion may also be a list of pieces
 
     def __call__(self, example: Mapping[str, Any]) -> Sample | None:
         pieces = completion_pieces(example[self.completion_field], self.completion_field)
@@ -359,6 +369,10 @@ class CodeInfillFormat:
         start, end = span
         return code[:start], code[start:end], code[end:]
 
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return (self.instruction_field, self.code_field)
+
     def __call__(self, example: Mapping[str, Any]) -> Sample | None:
         instruction, code = example[self.instruction_field], example[self.code_field]
         parts = self.split_code(instruction, code)
@@ -426,6 +440,10 @@ class FixedCanvasFormat:
         self.total_length = total_length
         self.response_length = response_length
 
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return tuple(getattr(self.base, "required_fields", ()))
+
     def __call__(self, example: Mapping[str, Any]) -> Sample | None:
         sample = self.base(example)
         if sample is None:
@@ -449,17 +467,35 @@ def _fits(sample: Sample, max_length: int | None) -> Sample | None:
     return None if max_length is not None and len(sample["input_ids"]) > max_length else sample
 
 
+def record_problem(sample_format: SampleFormat, example: Mapping[str, Any]) -> str | None:
+    """What makes ``example`` unusable for ``sample_format`` (a field it reads missing or not text), or None."""
+    for name in getattr(sample_format, "required_fields", ()):
+        value = example.get(name)
+        if not isinstance(value, str):
+            got = "missing" if value is None else f"a {type(value).__name__}, not text"
+            return (
+                f"the record's {name!r} is {got}; fix the record, or name the field this data uses in "
+                "data.format_kwargs"
+            )
+    return None
+
+
 class _BatchedFormat:
     """Adapter: a per-example format as a batched ``datasets.map`` function that drops ``None``s."""
 
-    def __init__(self, sample_format: SampleFormat):
+    def __init__(self, sample_format: SampleFormat, where: str = "the data"):
         self.sample_format = sample_format
+        self.where = where
 
-    def __call__(self, batch: Mapping[str, list]) -> dict[str, list]:
+    def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         out: dict[str, list] = {"input_ids": [], "prompt_mask": [], "length": []}
         size = len(next(iter(batch.values())))
         for i in range(size):
-            sample = self.sample_format({key: values[i] for key, values in batch.items()})
+            example = {key: values[i] for key, values in batch.items()}
+            problem = record_problem(self.sample_format, example)
+            if problem:  # a clear line, not a TypeError from deep inside the format
+                raise DataError(f"record {indices[i] + 1} of {self.where}: {problem}.")
+            sample = self.sample_format(example)
             if sample is not None:
                 out["input_ids"].append(sample["input_ids"])
                 out["prompt_mask"].append(sample["prompt_mask"])
@@ -473,13 +509,15 @@ def format_dataset(
     *,
     num_proc: int | None = None,
     map_batch_size: int = 1000,
+    where: str = "the data",
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Apply ``sample_format`` to every example; dropped examples disappear. Columns of the result:
-    ``input_ids``, ``prompt_mask``, ``length``."""
-    kwargs: dict[str, Any] = {"batched": True, "batch_size": map_batch_size}
+    ``input_ids``, ``prompt_mask``, ``length``. A record without a field the format reads raises
+    :class:`~flexretrofit.data.corpus.DataError` naming its number in ``where`` (a stream: when it is read)."""
+    kwargs: dict[str, Any] = {"batched": True, "batch_size": map_batch_size, "with_indices": True}
     if isinstance(dataset, datasets.Dataset):
         kwargs.update(num_proc=num_proc, desc="formatting")
     columns = dataset.column_names
     if columns is None:  # a stream that has not read its schema yet: peek at one example
         columns = list(next(iter(dataset.take(1)), {}))
-    return dataset.map(_BatchedFormat(sample_format), remove_columns=columns, **kwargs)
+    return dataset.map(_BatchedFormat(sample_format, where), remove_columns=columns, **kwargs)

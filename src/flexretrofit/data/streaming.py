@@ -30,6 +30,7 @@ from datasets.distributed import split_dataset_by_node
 
 from flexretrofit.data.batching import length_grouped_batches
 from flexretrofit.data.collator import _derived_seed
+from flexretrofit.data.corpus import DataError
 
 _SETTINGS = ("seed", "batch_size", "shuffle_buffer", "mega_batch_factor", "rank", "world_size")
 
@@ -128,7 +129,17 @@ class LengthGroupedStream:
             if self._window_start is not None:
                 self.stream.load_state_dict(self._window_start)
             self._iterator = iter(self.stream)
-        samples = [_sample(row) for row in islice(self._iterator, self.shuffle_buffer)]
+        try:
+            samples = [_sample(row) for row in islice(self._iterator, self.shuffle_buffer)]
+        except DataError:
+            raise
+        except (ValueError, KeyError, datasets.exceptions.DatasetGenerationError) as error:
+            # A malformed record deep in a stream shows only when it is read: one line, not a traceback.
+            cause = " ".join(str(error).split()) or type(error).__name__
+            raise DataError(
+                f"a record of the streamed data could not be read (pass {self.epoch}, window {self.window}): "
+                f"{cause}; fix or remove that record, then rerun with train.resume_from=latest."
+            ) from error
         self._last_window = len(samples) < self.shuffle_buffer
         self._next_start = None if self._last_window else self.stream.state_dict()
         if self._last_window and self._window_start is None and len(samples) < self.batch_size:

@@ -66,6 +66,7 @@ from flexretrofit.maze.settings import (
 )
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
+from flexretrofit.training.validation import check_creatable_dir
 
 TASK_FILE = "maze_task.json"  # beside the shipped MDM: the task and the pretraining it was made with
 
@@ -279,6 +280,7 @@ def run_comparison(
     and mazes (``settings.quick``): the pipeline end to end, numbers that say nothing.
     """
     started = time.perf_counter()
+    check_creatable_dir(work_dir, "--work-dir")  # before any model is read
     evaluation = settings.evaluation
     checkpoint = (
         repo_path(settings.compare.mdm_checkpoint, root)
@@ -408,6 +410,8 @@ def run_pretraining(
 ) -> Path:
     """Train the maze MDM from a random tiny LLaDA and write it (with its task record) to ``output_dir``."""
     pretrain = settings.pretrain
+    check_creatable_dir(work_dir, "--work-dir")  # before anything is trained
+    check_creatable_dir(output_dir, "--output-dir")
     # The package's maze tokenizer: one token per cell id, move and wall mask (it ships with the MDM).
     tokenizer = load_tokenizer(shipped_mdm_path())
     init = work_dir / "llada_init"

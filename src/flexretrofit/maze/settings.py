@@ -136,7 +136,8 @@ def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
         if missing:
             raise ValueError(f"{path}: section {name} needs {', '.join(missing)}.")
         for key, value in section.items():
-            _check_setting(path, name, key, value)
+            _check_setting(path, name, key, value)  # its messages say the range too
+            _check_type(path, name, key, value, fields[key].type)
         built[name] = cls(**section)
     return DemoSettings(**built)
 
@@ -154,6 +155,39 @@ _COUNTS = {
     "flex_steps": 1,
     "hint_stride": 1,
 }
+
+
+# The types the settings' annotations name (strings under `from __future__ import annotations`).
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "None": (type(None),), "dict": (dict,)}
+_NAMES = {"str": "text", "int": "a whole number", "float": "a number", "None": "null", "dict": "a mapping"}
+_DIFFICULTY_KEYS = ("height", "width", "min_moves", "max_moves")
+
+
+def _check_type(path: Path, section: str, key: str, value: Any, annotation: Any) -> None:
+    """A value of the annotated type (``str | None``, ``dict[str, int]`` ...), else one line naming the key;
+    a difficulty is a mapping of exactly its four whole numbers."""
+    where = f"{path}: {section}.{key}"
+    options = [part.strip().split("[")[0] for part in str(annotation).split("|")]
+    allowed = tuple(t for option in options for t in _TYPES.get(option, (object,)))
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        expected = " or ".join(_NAMES.get(option, option) for option in options)
+        raise ValueError(f"{where} must be {expected}, got {value!r}.")
+    if key == "difficulties" and isinstance(value, dict):
+        for name, fields in value.items():
+            if not isinstance(fields, dict):
+                raise ValueError(
+                    f"{where}.{name} must be a mapping of {', '.join(_DIFFICULTY_KEYS)}, got {fields!r}."
+                )
+            missing = [k for k in _DIFFICULTY_KEYS if k not in fields]
+            unknown = sorted(set(fields) - set(_DIFFICULTY_KEYS))
+            if missing or unknown:
+                problem = f"needs {', '.join(missing)}" if missing else f"has unknown key(s) {unknown}"
+                raise ValueError(
+                    f"{where}.{name} {problem}; a difficulty sets {', '.join(_DIFFICULTY_KEYS)}."
+                )
+            for field_name, number in fields.items():
+                if isinstance(number, bool) or not isinstance(number, int):
+                    raise ValueError(f"{where}.{name}.{field_name} must be a whole number, got {number!r}.")
 
 
 def _check_setting(path: Path, section: str, key: str, value: Any) -> None:

@@ -25,6 +25,7 @@ from flexretrofit.data import (
     TextSource,
     format_dataset,
     load_chunked_mixture,
+    record_problem,
 )
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
 from flexretrofit.models.lora import NEW_MODULES, apply_lora
@@ -171,8 +172,12 @@ def _load_samples(
             num_proc=data.num_proc,
         )
     key, default = _FORMAT_FIELD[data.format]
-    raw = _text_source(sources[0], text_field=data.format_kwargs.get(key, default)).load(data.streaming)
-    return format_dataset(raw, _instruction_format(data, tokenizer, kind, seed), num_proc=data.num_proc)
+    sample_format = _instruction_format(data, tokenizer, kind, seed)
+    source = _text_source(sources[0], text_field=data.format_kwargs.get(key, default))
+    # The first records of a local .jsonl are checked before loading: a missing field names file and line.
+    raw = source.load(data.streaming, record_problem=lambda record: record_problem(sample_format, record))
+    # A bad record past the first ones: one line naming the source (a stream meets it while training).
+    return format_dataset(raw, sample_format, num_proc=data.num_proc, where=str(source.path))
 
 
 def build_datasets(

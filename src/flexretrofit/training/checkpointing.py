@@ -10,16 +10,21 @@ A checkpoint folder ``<output_dir>/checkpoints/step_0000042/`` holds:
   ``(epoch, position)``, the batch layout and the config, as plain JSON.
 
 Each checkpoint is written to ``step_N.tmp`` and renamed once complete, so a crash mid-save never leaves
-a folder that looks resumable. Loading restores all of it; the data then continues with the next unseen
-global batch and the noise of every later step is identical (the collators seed it from the step).
+a folder that looks resumable; a failed write (a full disk) removes the ``.tmp`` folder and stops the run
+with one line (:class:`CheckpointWriteError`). ``trainer_state.json`` also records a SHA-256 of every other
+file (``checksums``), so a flipped bit is found on resume, not trained on. Loading restores all of it; the
+data then continues with the next unseen global batch and the noise of every later step is identical (the
+collators seed it from the step).
 
 When choosing the checkpoint to resume from, folders that are not complete (no weights, an empty or
-truncated file, an unreadable ``trainer_state.json``) are skipped with a warning. The final model export
-lives in :mod:`flexretrofit.training.export`.
+truncated file, an unreadable ``trainer_state.json``) or whose files do not match their checksums are
+skipped with a warning (checkpoints written before checksums were recorded are taken as they are). The
+final model export lives in :mod:`flexretrofit.training.export`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from flexretrofit.training.config import ConfigError
 
 TRAINER_STATE = "trainer_state.json"
+CHECKSUMS = "checksums"  # the trainer-state key: {relative file path: SHA-256 hex digest}
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -121,16 +128,60 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_checksums(path: Path) -> dict[str, str]:
+    """SHA-256 of every file of checkpoint folder ``path`` but ``trainer_state.json`` (which stores them)."""
+    return {
+        file.relative_to(path).as_posix(): file_digest(file)
+        for file in sorted(p for p in path.rglob("*") if p.is_file())
+        if file.name != TRAINER_STATE
+    }
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """Which file of checkpoint ``path`` differs from the checksum in its trainer state (a flipped bit, a
+    rewritten file), or None. A checkpoint from before checksums were recorded has nothing to compare."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / TRAINER_STATE).read_text()).get(CHECKSUMS)
+    except (OSError, ValueError, AttributeError):
+        return f"{TRAINER_STATE} is unreadable"
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        return f"{TRAINER_STATE} has unreadable checksums"
+    for name, expected in sorted(recorded.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file_digest(file) != expected:
+            return f"{name} does not match its recorded checksum (corrupted on disk)"
+    return None
+
+
 def resolve_resume(resume_from: str | None, output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint to resume from: ``latest`` (the newest complete one; None if there is none yet), a
-    folder, or None. A folder given explicitly must be complete."""
+    """The checkpoint to resume from: ``latest`` (the newest complete one whose files match their checksums;
+    None if there is none yet), a folder, or None. A folder given explicitly must be complete and intact."""
     if resume_from is None:
         return None
     if resume_from == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        # Newest first: only the checkpoint taken (and the corrupted ones before it) is read in full.
+        for path in reversed(list_checkpoints(output_dir)):
+            problem = checksum_problem(path)
+            if problem is None:
+                return path
+            warnings.warn(f"skipping corrupted checkpoint {path}: {problem}", stacklevel=2)
+        return None
     path = Path(resume_from)
-    problem = checkpoint_problem(path)
+    problem = checkpoint_problem(path) or checksum_problem(path)
     if problem is not None:
         raise FileNotFoundError(
             f"train.resume_from={resume_from} is not a complete checkpoint ({problem}); pass a "
@@ -149,24 +200,59 @@ def save_checkpoint(
     """Save the accelerator state plus ``state`` (JSON) for ``step``; keep the newest ``keep`` checkpoints.
 
     Collective: every process must call it.
+
+    Raises:
+        CheckpointWriteError: a file could not be written (a full disk); the partial ``.tmp`` folder is
+            removed, so the newest complete checkpoint stays the one a resume takes.
     """
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if keep is not None and keep > 0:
-            for old in list_checkpoints(output_dir)[:-keep]:
-                shutil.rmtree(old)
+    try:
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            # Digests of the files as written, stored beside them: a later bit flip shows on resume.
+            state = {**state, CHECKSUMS: checkpoint_checksums(tmp)}
+            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space; never mistaken for a checkpoint anyway
+        raise CheckpointWriteError.from_error(tmp, error, output_dir) from error
+    if accelerator.is_main_process and keep is not None and keep > 0:
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint or the export could not be written (a full disk, a read-only folder); one line that
+    names the folder, the reason and the step a rerun resumes from."""
+
+    @classmethod
+    def from_error(
+        cls, target: Path, error: BaseException, output_dir: str | os.PathLike, what: str = "checkpoint"
+    ) -> CheckpointWriteError:
+        checkpoints = list_checkpoints(output_dir)
+        step = int(_STEP_DIR.match(checkpoints[-1].name)[1]) if checkpoints else 0
+        return cls(
+            f"could not write {what} to {target}: {write_failure(error)}; free space and rerun the same command "
+            f"with train.resume_from=latest to resume from step {step}."
+        )
+
+
+def write_failure(error: BaseException) -> str:
+    """The reason of a failed write: ``No space left on device`` from an OSError, or from the OS error code
+    inside a safetensors error (``... Os { code: 28, ... }``)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    code = re.search(r"code: (\d+)", str(error))
+    return os.strerror(int(code[1])) if code else " ".join(str(error).split()) or type(error).__name__
 
 
 def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike, max_steps: int) -> dict[str, Any]:
@@ -208,4 +294,18 @@ def check_trainer_state(path: Path, max_steps: int) -> dict[str, Any]:
     sampler = state.get("sampler")
     if not isinstance(sampler, dict):
         raise refuse("has no sampler state")
+    per_rank = sampler.get("per_rank")
+    for i, position in enumerate(per_rank if isinstance(per_rank, list) else [sampler]):
+        where = f"sampler (rank {i})" if per_rank is not None else "sampler"
+        if not isinstance(position, dict):
+            raise refuse(f"has an unreadable {where} state")
+        # Each step consumes one batch, so neither counter can pass the step; a huge one would only
+        # fail later, deep in the sampler or its random generator.
+        for key in ("epoch", "position"):
+            value = position.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= step:
+                raise refuse(f"says {where} {key} {value!r}, outside [0, step {step}]")
+        window = position.get("window", 0)
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window < 2**62:
+            raise refuse(f"says {where} window {window!r}, not a whole number >= 0")
     return state

@@ -1,5 +1,6 @@
 """Running a recipe as a script: a configuration mistake is one line on stderr and exit status 2, no traceback;
-a run that diverged (NaN or infinite loss) is one line and exit status 3."""
+a run that diverged (NaN or infinite loss) is one line and exit status 3; a checkpoint or export that could not
+be written (a full disk) is one line and exit status 1."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
+from flexretrofit.data.corpus import DataError
+from flexretrofit.run_lock import OutputDirBusy
 from flexretrofit.training.config import ConfigError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, yaml.YAMLError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    FileNotFoundError,
+    yaml.YAMLError,
+    OutputDirBusy,
+)
 DEBUG_ENV = "FLEXRETROFIT_TRACEBACK"
 
 
@@ -27,7 +36,9 @@ def run_recipe(
 
     Usage at the bottom of a recipe: ``raise SystemExit(run_recipe(main))``.
     """
-    from flexretrofit.training.trainer import TrainingDiverged  # the trainer loads torch; configs do not
+    # the trainer loads torch; configs do not
+    from flexretrofit.training.checkpointing import CheckpointWriteError
+    from flexretrofit.training.trainer import TrainingDiverged
 
     try:
         main(argv)
@@ -35,6 +46,8 @@ def run_recipe(
         return _one_line(error, 2)
     except TrainingDiverged as error:
         return _one_line(error, 3)
+    except CheckpointWriteError as error:
+        return _one_line(error, 1)
     return 0
 
 

@@ -335,6 +335,12 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
             )
         node = nested
         parts = key.strip().split(".")
+        # A newline or space inside the key would otherwise reach the error messages as a plain space.
+        if any(not part or any(c.isspace() for c in part) for part in parts):
+            raise ConfigError(
+                f"override {item!r}: the key {key.strip()!r} holds a newline, space or empty part; write it as "
+                "section.key=value (e.g. train.max_steps=10), one override per argument."
+            )
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -368,6 +374,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
                 f"config file {path} does not exist; pass --config recipes/configs/<name>.yaml"
             )
         values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"config {path} must be a mapping of settings (model:, data:, train: ...), not a "
+                f"{type(values).__name__}; see recipes/configs/*.yaml."
+            )
     return config_from_dict(_merge(values, parse_overrides(overrides)))
 
 

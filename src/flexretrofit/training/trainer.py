@@ -24,6 +24,7 @@ each micro-batch run the objective and backward; clip, step the optimizer and th
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,13 +33,20 @@ from typing import Any
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
+from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
-from flexretrofit.training.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
+from flexretrofit.training.checkpointing import (
+    CheckpointWriteError,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
 from flexretrofit.training.config import ConfigError, RecipeConfig
 from flexretrofit.training.export import export_model
 from flexretrofit.training.metrics import MetricsLogger
@@ -85,6 +93,7 @@ class Trainer:
         self.output_dir = Path(config.train.output_dir)
         if accelerator.is_main_process:  # before anything is written there (the recipes check it earlier too)
             check_output_dir(config.train)
+        self._lock_output_dir()
         self.step = 0
         self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
 
@@ -147,6 +156,20 @@ class Trainer:
         self.eval_batches = self._fixed_eval_batches(eval_dataset, model_config)
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _lock_output_dir(self) -> None:
+        """One run per ``output_dir``: the main process locks it for the life of the process (every rank of
+        this run shares the folder, so one lock covers them); every rank learns the outcome and stops alike."""
+        problem = None
+        if self.accelerator.is_main_process:
+            try:
+                lock_output_dir(self.output_dir, what="train.output_dir")
+            except OutputDirBusy as error:
+                problem = str(error)
+        if self.world_size > 1:
+            problem = broadcast_object_list([problem])[0]
+        if problem is not None:
+            raise OutputDirBusy(problem)
 
     def _slots(self) -> range:
         """This rank's slots of the global batch: rank r owns slots r * accumulation + m."""
@@ -466,16 +489,21 @@ class Trainer:
         self._stop_if_not_finite(torch.tensor(float("nan") if broken else 0.0), f"weight {broken[:1]}")
         model_config = base_model(unwrapped).config.to_dict()
         card = model_card(self.config, self.step, export.lora, model_config)
-        path = export_model(
-            self.accelerator,
-            self.model,
-            self.tokenizer,
-            target,
-            export.lora,
-            dtype,
-            base_model_name_or_path=self.config.model.init_from,
-            model_card=card,
-        )
+        try:
+            path = export_model(
+                self.accelerator,
+                self.model,
+                self.tokenizer,
+                target,
+                export.lora,
+                dtype,
+                base_model_name_or_path=self.config.model.init_from,
+                model_card=card,
+            )
+        except (OSError, SafetensorError) as error:
+            # The export is written to <target>.tmp and renamed: the partial folder is only in the way.
+            shutil.rmtree(target.with_name(target.name + ".tmp"), ignore_errors=True)
+            raise CheckpointWriteError.from_error(target, error, self.output_dir, "the export") from error
         self.logger.log("export", step=self.step, path=str(path), lora=export.lora)
         return path
 

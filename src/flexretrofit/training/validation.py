@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flexretrofit.run_lock import is_lock_file
 from flexretrofit.training.config import (
     ConfigError,
     DataSourceConfig,
@@ -251,14 +252,36 @@ def check_output_dir(train: TrainConfig) -> None:
         ConfigError: naming the files found, ``train.resume_from`` and ``train.output_dir``.
     """
     out = Path(train.output_dir)
+    check_creatable_dir(out, "train.output_dir")
     if train.resume_from is not None or not out.is_dir():
         return
-    entries = sorted(p.name for p in out.iterdir())
+    # A past run's lock file is no output of it.
+    entries = sorted(p.name for p in out.iterdir() if not is_lock_file(p.name))
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise ConfigError(
             f"train.output_dir={out} is not empty ({shown}); pass train.resume_from=latest to continue that run, "
             "or choose another train.output_dir (or delete the folder) to start afresh."
+        )
+
+
+def check_creatable_dir(path: str | os.PathLike, key: str) -> None:
+    """``path`` is a folder, or one can be made there: its nearest existing ancestor is a writable folder
+    (not a file), checked before anything is loaded rather than failing at the first write.
+
+    Raises:
+        ConfigError: naming ``key``, the path and the part in the way.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"{key}={path} {where}, not a folder; choose another {key}.")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={path} cannot be written: {existing} is not writable; choose another {key}."
         )
 
 
