@@ -25,7 +25,7 @@ from flexretrofit.models import (
     read_model_type,
 )
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
-from flexretrofit.sampling.config import resolve_generation_config
+from flexretrofit.sampling.config import load_generation_config, resolve_generation_config
 
 
 class UsageError(Exception):
@@ -73,8 +73,8 @@ def run(argv: list[str] | None) -> None:
             "first (recipes/retrofit_llada.py)"
         )
     config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
-    try:  # names and values are checked before anything loads
-        resolve_generation_config(None, config_class, fields)
+    try:  # names and values (with the saved generation_config.json) are checked before the model loads
+        resolve_generation_config(load_generation_config(args.model, config_class), config_class, fields)
     except ValueError as error:
         raise UsageError(str(error)) from None
 

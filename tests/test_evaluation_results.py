@@ -1,4 +1,6 @@
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from flexretrofit.evaluation import results as results_module
-from flexretrofit.evaluation.results import ResultsFileError, ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.results import (
+    ResultsFileError,
+    ResultsWriteError,
+    ResultsWriter,
+    read_results,
+    write_summary,
+)
 
 
 def _ids(path):
@@ -137,4 +145,63 @@ def test_summary_is_written_atomically(tmp_path):
     with pytest.raises(TypeError):
         write_summary(target, {"bad": object()})
     assert json.loads(target.read_text()) == {"accuracy": 0.75}  # the old summary survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+class _DiskFullFile:
+    """A results file whose next write stores half the bytes, then fails as a full disk does."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        self.real.write(bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("cut_fails", [False, True])
+def test_a_full_disk_mid_row_is_one_line_and_the_rerun_keeps_every_finished_row(
+    tmp_path, monkeypatch, cut_fails
+):
+    path = tmp_path / "samples.jsonl"
+    writer = ResultsWriter(path)
+    writer.write({"id": "ex0"})
+    writer.write({"id": "ex1"})
+    writer._file = _DiskFullFile(writer._file)
+    if cut_fails:  # the torn line stays in the file: reopening must repair it
+        monkeypatch.setattr(results_module.os, "ftruncate", lambda *args: _raise_disk_full())
+    with pytest.raises(ResultsWriteError) as caught:
+        writer.write({"id": "ex2", "text": "x" * 50})
+    monkeypatch.undo()
+    assert str(caught.value) == (
+        f"could not write results to {path}: No space left on device; free space and rerun the same "
+        "command: finished rows are kept"
+    )
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert "ex2" not in writer and len(writer) == 2
+    writer.close()
+    assert path.read_bytes().endswith(b"\n") != cut_fails  # cut at once, or left for the rerun
+    with ResultsWriter(path) as rerun:
+        assert rerun.done_ids == {"ex0", "ex1"}
+        rerun.write({"id": "ex2"})
+    assert _ids(path) == ["ex0", "ex1", "ex2"]
+
+
+def _raise_disk_full():
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_writing_the_summary_keeps_the_old_one_and_leaves_no_temp_file(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "summary.json"
+    write_summary(target, {"accuracy": 0.5})
+    monkeypatch.setattr(results_module.os, "fsync", lambda *args: _raise_disk_full())
+    with pytest.raises(ResultsWriteError, match=r"could not write results to .*summary\.json: No space left"):
+        write_summary(target, {"accuracy": 0.75})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"accuracy": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]

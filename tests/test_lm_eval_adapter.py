@@ -220,6 +220,11 @@ def test_elbo_is_higher_for_the_token_the_model_prefers(kind, tokenizer):
     assert after[1] < before[1]  # ... and lowered the other one's
 
 
+def test_mdm_lengths_take_no_more_steps_than_tokens():
+    assert mdm_lengths({"steps": 64}, 8) == (8, 8, 8)  # a short-answer task under a long-answer setting
+    assert mdm_lengths({"gen_length": 64, "block_length": 32, "steps": 500}, 256) == (64, 32, 64)
+
+
 def test_flexmdm_elbo_of_an_empty_continuation_is_the_chance_of_inserting_nothing(tokenizer):
     # With g_hat = c at every slot, the bound for "nothing after the context" is -int kappa_alpha(t) c dt
     # = c ln((1 - alpha(1 - eps)) / (1 - alpha(eps))): only the slot after the context counts.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexretrofit.sampling import FlexGenerationConfig, generate_flex
+from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint, tiny_flexmdm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,3 +151,53 @@ def test_command_line_mistake_prints_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "nowhere does not exist" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def saved_mdm_folder(tmp_path_factory):
+    folder = save_tiny_llada_checkpoint(tmp_path_factory.mktemp("saved") / "llada")
+    MDMGenerationConfig(steps=4, gen_length=4, block_length=4).save_pretrained(folder)
+    return folder
+
+
+BAD_NUMBERS = [
+    # (arguments after --model and --prompt, what the one line must say)
+    (["temperature=nan"], "temperature must be >= 0 and finite (0 = argmax), got 'nan'"),
+    (["temperature=abc"], "temperature must be >= 0 and finite (0 = argmax), got 'abc'"),
+    (["temperature=.inf"], "temperature must be >= 0 and finite (0 = argmax), got inf"),
+    (["temperature=-1"], "temperature must be >= 0 and finite (0 = argmax), got -1"),
+    (["steps=0"], "steps must be an integer >= 1 and <= 100000, got 0"),
+    (["steps=nan"], "steps must be an integer >= 1 and <= 100000, got 'nan'"),
+    (["steps=1000000000"], "steps must be an integer >= 1 and <= 100000, got 1000000000"),
+    (["--steps", "1000000000"], "steps must be an integer >= 1 and <= 100000, got 1000000000"),
+    (["max_length=nan"], "max_length must be an integer >= 1, got 'nan'"),
+    (["max_length=0"], "max_length must be an integer >= 1, got 0"),
+    (["window_scale=.nan"], "window_scale must be > 0 and finite"),
+    (["max_window=abc"], "max_window must be an integer >= 1, got 'abc'"),
+    (["bucket_size=0"], "bucket_size must be an integer >= 1, got 0"),
+    (["seed=1.5"], "seed must be an integer, got 1.5"),
+]
+BAD_MDM_NUMBERS = [
+    (["cfg_scale=nan"], "cfg_scale must be >= 0 and finite (0 = no guidance), got 'nan'"),
+    (["gen_length=abc"], "gen_length must be an integer >= 1, got 'abc'"),
+    (["temperature=nan"], "temperature must be >= 0 and finite (0 = argmax), got 'nan'"),
+    # the saved generation_config.json says gen_length=4: checked before the model loads
+    (["--steps", "8"], "steps=8 is more than gen_length=4"),
+]
+
+
+def test_every_bad_number_exits_2_with_one_line_before_the_model_loads(flex_folder, saved_mdm_folder, capsys):
+    recipe = load_recipe()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    recipe.load_pretrained = refuse
+    cases = [(flex_folder, *case) for case in BAD_NUMBERS]
+    cases += [(saved_mdm_folder, *case) for case in BAD_MDM_NUMBERS]
+    for folder, extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main(["--model", str(folder), "--prompt", "x", *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith("generate.py: error: ") and message in err, err

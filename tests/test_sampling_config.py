@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig
-from flexretrofit.sampling.config import resolve_generation_config
+from flexretrofit.sampling.config import MAX_STEPS, resolve_generation_config
 
 
 def test_flex_defaults_and_round_trip(tmp_path):
@@ -97,3 +97,19 @@ def test_unknown_override_and_wrong_config_class_are_errors():
         resolve_generation_config(None, FlexGenerationConfig, {"top_k": 3})  # a transformers field we ignore
     with pytest.raises(ValueError, match="takes a FlexGenerationConfig"):
         resolve_generation_config(MDMGenerationConfig(), FlexGenerationConfig, {})
+
+
+def test_steps_are_capped_and_an_mdm_takes_no_more_steps_than_tokens():
+    for config_class in (FlexGenerationConfig, MDMGenerationConfig):
+        with pytest.raises(ValueError, match=r"steps must be an integer >= 1 and <= 100000, got 1000000000"):
+            config_class(steps=1_000_000_000)
+        with pytest.raises(ValueError, match="temperature must be >= 0 and finite"):
+            config_class(temperature="nan")  # text, as a command line gives it: no TypeError
+    assert FlexGenerationConfig(steps=MAX_STEPS).steps == MAX_STEPS
+    with pytest.raises(ValueError, match="steps=256 is more than gen_length=128"):
+        MDMGenerationConfig(steps=256, gen_length=128, block_length=32)
+    with pytest.raises(ValueError, match="steps=64 is more than gen_length=32"):
+        resolve_generation_config(
+            MDMGenerationConfig(steps=32, gen_length=32), MDMGenerationConfig, {"steps": 64}
+        )
+    assert MDMGenerationConfig(steps=128, gen_length=128).steps == 128

@@ -8,7 +8,8 @@ A thin layer over the harness (:func:`flexretrofit.evaluation.harness.run_benchm
 checked before the model is loaded, cheapest first: the settings (:mod:`.settings`, layered from
 defaults, ``--preset``, ``--config`` YAML and flags), the checkpoint's config.json
 (:mod:`.model_loading`), the data (:mod:`.inputs`), the tokenizer and sampler config, and any results
-already in ``--output-dir``. A mistake ends the program with one line on stderr and exit code 2.
+already in ``--output-dir``. A mistake ends the program with one line on stderr and exit code 2; results
+that cannot be written (a full disk) end it with one line and exit code 1, and the rerun resumes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flexretrofit.evaluation.generators import SamplerGenerator, generation_settings
 from flexretrofit.evaluation.harness import (
+    IncompleteResults,
     RunConfigMismatch,
     check_results_files,
     check_run_config,
@@ -32,16 +34,21 @@ from flexretrofit.evaluation.inputs import build_benchmark, load_items
 from flexretrofit.evaluation.model_loading import check_model, load_eval_tokenizer, load_model
 from flexretrofit.evaluation.options import GSM8K, INFILL, NOT_IN_FINGERPRINT
 from flexretrofit.evaluation.processes import environment_info, process_layout
-from flexretrofit.evaluation.results import ResultsFileError
+from flexretrofit.evaluation.results import (
+    DISK_FULL,
+    ResultsFileError,
+    ResultsWriteError,
+    results_write_message,
+)
 from flexretrofit.evaluation.settings import EvalConfigError, build_sampler_config, resolve_settings
 from flexretrofit.models import resolve_dtype
-from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 
 __all__ = ["evaluate", "gsm8k_main", "infill_main", "load_model", "main"]
 logger = logging.getLogger(__name__)
 # Mistakes in what the user passed: reported as one line with exit code 2 (never a traceback).
-USER_ERRORS = (EvalConfigError, RunConfigMismatch, ResultsFileError, FileNotFoundError, OutputDirBusy)
+USER_ERRORS = (EvalConfigError, RunConfigMismatch, ResultsFileError, IncompleteResults, FileNotFoundError)
 EXIT_USAGE = 2
+EXIT_WRITE_FAILED = 1  # results could not be written (disk full...): not a usage mistake
 
 
 def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -58,10 +65,6 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
     output_dir = Path(settings["output_dir"])
     check_results_files(output_dir)
     layout = process_layout(settings)
-    # One run per folder (per shard of independent jobs): a second would write every row again.
-    if layout.is_merger:
-        shard = f"shard{layout.rank}-of-{layout.world_size}" if settings["num_shards"] is not None else ""
-        lock_output_dir(output_dir, shard, what="--output-dir")
     dtype = resolve_dtype(settings["dtype"], layout.device)
     infilling = benchmark == INFILL
     suppressed_text = tokenizer.convert_ids_to_tokens(generation_config.suppress_tokens or [])
@@ -78,7 +81,9 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
         "environment": environment_info(layout),
     }
     if settings["merge_only"]:
-        return merge_and_report(output_dir, task, run_info) if layout.is_merger else None
+        if not layout.is_merger:
+            return None
+        return merge_and_report(output_dir, task, run_info, require_complete=True)
     expected_model = {
         "path": str(model_path),
         "resolved_path": str(Path(model_path).resolve()) if Path(model_path).exists() else None,
@@ -147,12 +152,19 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> dict[str, Any] | 
     A mistake in the settings, files or model exits with code 2 and one line on stderr.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings: dict[str, Any] = {}
     try:
         settings = resolve_settings(benchmark, argv)
         summary = evaluate(benchmark, settings)
     except USER_ERRORS as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the message
-        raise SystemExit(EXIT_USAGE) from None
+        _fail(str(error), EXIT_USAGE)
+    except ResultsWriteError as error:
+        _fail(str(error), EXIT_WRITE_FAILED)
+    except OSError as error:  # a full disk met outside the results files (e.g. a cache)
+        if error.errno not in DISK_FULL:
+            raise
+        where = error.filename or settings.get("output_dir") or "the output folder"
+        _fail(results_write_message(where, error), EXIT_WRITE_FAILED)
     if summary is not None:
         headline = {key: summary[key] for key in ("accuracy", "ci95", "pass@1", "num_rows") if key in summary}
         print(
@@ -160,6 +172,11 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> dict[str, Any] | 
             file=sys.stdout,
         )
     return summary
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
+    raise SystemExit(code) from None
 
 
 def gsm8k_main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,14 @@ from typing import Any
 
 from flexretrofit.evaluation.benchmarks import Benchmark, EvalItem
 from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions, total_variation_distance
-from flexretrofit.evaluation.results import ResultsFileError, ResultsWriter, read_results, write_summary
+from flexretrofit.evaluation.results import (
+    ResultsFileError,
+    ResultsWriteError,
+    ResultsWriter,
+    read_results,
+    write_summary,
+    write_text_atomic,
+)
 from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
 
 logger = logging.getLogger(__name__)
@@ -187,13 +195,7 @@ def merge_results(output_dir: str | os.PathLike, benchmark: Benchmark) -> list[d
 
 
 def _write_jsonl_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(dict(row), ensure_ascii=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    write_text_atomic(path, "".join(json.dumps(dict(row), ensure_ascii=True) + "\n" for row in rows))
 
 
 def build_summary(
@@ -236,13 +238,16 @@ def write_report(
     ]
     if lengths:
         reference_label = "reference target" if benchmark.name == "gsm8k" else "canonical middle"
-        plot_length_distributions(
-            lengths,
-            [item.reference_tokens for item in benchmark.items],
-            output_dir / PLOT_FILE,
-            title=f"{benchmark.name}: generated length",
-            labels=("generated", reference_label),
-        )
+        try:
+            plot_length_distributions(
+                lengths,
+                [item.reference_tokens for item in benchmark.items],
+                output_dir / PLOT_FILE,
+                title=f"{benchmark.name}: generated length",
+                labels=("generated", reference_label),
+            )
+        except OSError as error:
+            raise ResultsWriteError(output_dir / PLOT_FILE, error) from error
         summary["files"] = {"samples": SAMPLES_FILE, "plot": PLOT_FILE}
     else:
         summary["files"] = {"samples": SAMPLES_FILE, "plot": None}
@@ -388,10 +393,28 @@ def run_benchmark(
     )
 
 
+class IncompleteResults(ValueError):
+    """A merge was asked for, but some items have no row yet (a shard has not run or not finished)."""
+
+
 def merge_and_report(
-    output_dir: str | os.PathLike, benchmark: Benchmark, run_info: Mapping[str, Any] | None = None
+    output_dir: str | os.PathLike,
+    benchmark: Benchmark,
+    run_info: Mapping[str, Any] | None = None,
+    *,
+    require_complete: bool = False,
 ) -> dict[str, Any] | None:
-    """Merge the shards; when every row exists write the summary and plot and return the summary."""
+    """Merge the shards; when every row exists write the summary and plot and return the summary.
+
+    Raises:
+        IncompleteResults: ``require_complete`` (``--merge-only``) and some item has no row; nothing is
+            written, and the message names the shards that lack rows.
+    """
+    if require_complete:
+        found = collect_rows(output_dir)
+        missing = [item for item in benchmark.items if item.id not in found]
+        if missing:
+            raise IncompleteResults(describe_missing(output_dir, benchmark, missing))
     rows = merge_results(output_dir, benchmark)
     if rows is None:
         logger.warning(
@@ -401,3 +424,32 @@ def merge_and_report(
         )
         return None
     return write_report(output_dir, benchmark, rows, run_info or {})
+
+
+_SHARD_NAME = re.compile(r"rank(\d+)-of-(\d+)\.jsonl")
+
+
+def describe_missing(output_dir: str | os.PathLike, benchmark: Benchmark, missing: Sequence[EvalItem]) -> str:
+    """One line: how many rows are missing, which shard files should hold them, and what to run."""
+    output_dir = Path(output_dir)
+    total = len(benchmark.items)
+    rerun = "rerun the same command without --merge-only (it generates only the missing rows), then merge"
+    if not _result_files(output_dir):
+        return f"{output_dir} holds no results yet ({total} rows missing); {rerun}"
+    worlds = sorted(
+        {int(match[2]) for path in _result_files(output_dir) if (match := _SHARD_NAME.fullmatch(path.name))}
+    )
+    expected: dict[Path, int] = {}  # shard file -> how many of its items have no row
+    for world in worlds:
+        for item in missing:
+            path = shard_path(output_dir, item.index % world, world)
+            expected[path] = expected.get(path, 0) + 1
+    shards = ", ".join(
+        f"{path.relative_to(output_dir)} ({'no file' if not path.exists() else f'{count} rows missing'})"
+        for path, count in sorted(expected.items())
+    )
+    where = f" in shard(s) {shards}" if shards else ""
+    return (
+        f"{output_dir}: {len(missing)} of {total} rows are missing{where} (first: {missing[0].id}), so no "
+        f"summary was written; {rerun}"
+    )

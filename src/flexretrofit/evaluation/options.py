@@ -15,6 +15,7 @@ from flexretrofit.evaluation.generators import (
     SAMPLERS,
 )
 from flexretrofit.evaluation.humaneval_infill import INFILL_VARIANTS
+from flexretrofit.sampling.config import MAX_STEPS
 
 GSM8K = "gsm8k"
 INFILL = "humaneval_infill"
@@ -67,6 +68,7 @@ class Option:
     scope: str = "run"
     benchmark: str | None = None
     minimum: float | None = None  # smallest allowed value (numbers; each element of a list)
+    maximum: float | None = None  # largest allowed value (numbers)
     strict: bool = False  # the value must be > minimum, not >=
 
 
@@ -119,7 +121,13 @@ OPTIONS: tuple[Option, ...] = (
         minimum=1,
     ),
     Option("shard_index", None, "which of --num-shards this job runs (0-based)", type=int_or_none, minimum=0),
-    Option("merge_only", False, "only merge the shard results and write the summary", type=None, flag=True),
+    Option(
+        "merge_only",
+        False,
+        "only merge the shard results and write the summary (refused, naming the shards, while rows are missing)",
+        type=None,
+        flag=True,
+    ),
     Option("progress", True, "show a progress bar", type=None, flag=True),
     # GSM8K
     Option(
@@ -191,7 +199,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("sandbox_workers", 2, "programs run in parallel", type=int, benchmark=INFILL, minimum=1),
     # sampler settings (defaults per benchmark and sampler: DEFAULT_SAMPLER_SETTINGS)
-    Option("steps", None, "sampler steps (forward passes)", type=int, scope="both", minimum=1),
+    Option(
+        "steps", None, "sampler steps (forward passes)", type=int, scope="both", minimum=1, maximum=MAX_STEPS
+    ),
     Option("temperature", 0.0, "0 = argmax tokens", type=float, scope="both", minimum=0),
     Option(
         "suppress_tokens",

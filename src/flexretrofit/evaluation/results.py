@@ -9,6 +9,7 @@ silently dropping finished work would bias the score.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -19,6 +20,30 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+# The disk (or the user's quota) is full: freeing space is the fix, and a rerun resumes.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ResultsWriteError(OSError):
+    """Results could not be written (disk full, read-only folder...). The rows written before stay in
+    the file, so rerunning the same command resumes; ``str()`` is one line that says so."""
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return results_write_message(self.path, self)
+
+
+def results_write_message(path: str | os.PathLike, error: OSError) -> str:
+    """The one line for a failed write of results to ``path``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    fix = "free space" if error.errno in DISK_FULL else "fix that"
+    return (
+        f"could not write results to {path}: {reason}; {fix} and rerun the same command: "
+        "finished rows are kept"
+    )
 
 
 class ResultsWriter:
@@ -35,12 +60,16 @@ class ResultsWriter:
     def __init__(self, path: str | os.PathLike, id_key: str = "id") -> None:
         self.path = Path(path)
         self.id_key = id_key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        self.rows: list[dict[str, Any]] = _load_and_repair(self.path, id_key) if not created else []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            self.rows: list[dict[str, Any]] = _load_and_repair(self.path, id_key) if not created else []
+            # Unbuffered: a failed write leaves no bytes in a buffer that close() would append later.
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        except OSError as error:
+            raise ResultsWriteError(self.path, error) from error
         self._ids = {row[id_key] for row in self.rows}
         self._lock = threading.Lock()
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         if created:
             _fsync_directory(self.path.parent)  # make the new file's name durable too
 
@@ -64,11 +93,26 @@ class ResultsWriter:
                 raise ValueError(f"ResultsWriter for {self.path} is closed")
             if row[self.id_key] in self._ids:
                 raise ValueError(f"{self.path} already has a row with {self.id_key}={row[self.id_key]!r}")
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._append(line)
             self.rows.append(dict(row))
             self._ids.add(row[self.id_key])
+
+    def _append(self, line: bytes) -> None:
+        """Append ``line`` durably; on failure cut off what got written of it and raise
+        :class:`ResultsWriteError` (if the cut fails too, reopening the file drops the torn line)."""
+        fileno = self._file.fileno()
+        start = os.fstat(fileno).st_size
+        try:
+            view = memoryview(line)
+            while view:  # a nearly full disk may take part of the line only
+                view = view[self._file.write(view) :]
+            os.fsync(fileno)
+        except OSError as error:
+            try:
+                os.ftruncate(fileno, start)
+            except OSError:
+                pass
+            raise ResultsWriteError(self.path, error) from error
 
     def close(self) -> None:
         with self._lock:
@@ -95,20 +139,35 @@ def write_summary(path: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
     """Write ``summary`` as indented JSON atomically (temp file, fsync, rename): a reader never
     sees half a summary, and a crash leaves the previous one in place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text = json.dumps(dict(summary), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    write_text_atomic(path, text)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (temp file, fsync, rename): all or nothing.
+
+    Raises:
+        ResultsWriteError: the folder or the file could not be written (e.g. the disk is full).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise ResultsWriteError(path, error) from error
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as temp:
-            json.dump(dict(summary), temp, indent=2, ensure_ascii=False, sort_keys=False)
-            temp.write("\n")
+            temp.write(text)
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ResultsWriteError(path, error) from error
         raise
     _fsync_directory(path.parent)
-    return path
 
 
 def _parse(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:

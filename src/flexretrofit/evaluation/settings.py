@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -223,6 +224,8 @@ def _check_one(option: Option, value: Any, label: str, *, allow_none: bool) -> A
             value <= option.minimum if option.strict else value < option.minimum
         ):
             _refuse(option, value, label)
+        if option.maximum is not None and value > option.maximum:
+            _refuse(option, value, label)
         return value
     if not isinstance(value, str) or (option.choices is not None and value not in option.choices):
         _refuse(option, value, label)
@@ -244,7 +247,10 @@ def _requirement(option: Option) -> str:
     if option.minimum is None:
         return kind
     bound = option.minimum if option.type is float else int(option.minimum)
-    return f"{kind} {'>' if option.strict else '>='} {bound}"
+    text = f"{kind} {'>' if option.strict else '>='} {bound}"
+    if option.maximum is not None:
+        text += f" and <= {option.maximum if option.type is float else int(option.maximum)}"
+    return text
 
 
 def check_combination(settings: Mapping[str, Any], origins: Mapping[str, str]) -> None:
@@ -272,9 +278,33 @@ def check_combination(settings: Mapping[str, Any], origins: Mapping[str, str]) -
             )
     if settings["device"] is not None:
         _check_device(settings["device"], name("device"))
-    output_dir = settings["output_dir"]
-    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise EvalConfigError(f"{name('output_dir')} {output_dir} is a file; pass a folder for the results")
+    if settings["output_dir"] is not None:
+        check_output_dir(settings["output_dir"], name("output_dir"))
+
+
+def check_output_dir(output_dir: str | os.PathLike, label: str = "--output-dir") -> None:
+    """Refuse a results folder that could not be created or written, before any model is loaded.
+
+    Raises:
+        EvalConfigError: ``output_dir`` is a file, lies under a file, or its nearest existing folder is
+            not writable.
+    """
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise EvalConfigError(f"{label} {output_dir} is a file; pass a folder for the results")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EvalConfigError(
+            f"{label} {output_dir} cannot be created: {existing} is a file, not a folder; "
+            "pass a folder path for the results"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalConfigError(
+            f"{label} {output_dir} cannot be written: no write permission in {existing}; "
+            "pass a folder you can write to"
+        )
 
 
 def _check_device(device: str, label: str) -> None:

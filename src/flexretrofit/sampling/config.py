@@ -23,11 +23,20 @@ CONFIDENCE_METHODS = ("top_prob", "prob_diff", "entropy", "position")
 COUNT_DISTRIBUTIONS = ("poisson", "binomial")
 GAP_ROUNDINGS = ("stochastic", "nearest")
 REMASKING_METHODS = ("low_confidence", "random")
+# Far above any useful setting (the published ones reach 4096) yet small enough that a typo such as
+# 1000000000 is refused at once instead of running for days.
+MAX_STEPS = 100_000
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+def _check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f">= {minimum} and <= {maximum}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}.")
 
 
 def _check_number(name: str, value: Any, minimum: float, *, above: bool, meaning: str) -> None:
@@ -77,7 +86,9 @@ class _SamplerConfig(GenerationConfig):
         # Temperature 0 means argmax here, not a sampling flag set without do_sample: mark do_sample as
         # the user's choice so transformers does not warn about the combination.
         temperature = getattr(self, "temperature", None)
-        self.do_sample = temperature is not None and temperature > 0
+        # Checked before the comparison below, which would raise a TypeError on text.
+        _check_number("temperature", temperature, 0, above=False, meaning="0 = argmax")
+        self.do_sample = temperature > 0
         user_set = (set(user_set_attributes or ()) - {"temperature"}) | {"do_sample"}
         super().validate(strict=strict, user_set_attributes=user_set)
         self._check_sampler_fields()
@@ -86,7 +97,7 @@ class _SamplerConfig(GenerationConfig):
         raise NotImplementedError
 
     def _check_common(self) -> None:
-        _check_positive_int("steps", self.steps)
+        _check_positive_int("steps", self.steps, maximum=MAX_STEPS)
         _check_number("temperature", self.temperature, 0, above=False, meaning="0 = argmax")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
@@ -279,6 +290,12 @@ class MDMGenerationConfig(_SamplerConfig):
             raise ValueError(
                 f"steps={self.steps} cannot be split evenly over {self.num_blocks} blocks "
                 f"(gen_length / block_length); use a multiple of {self.num_blocks}."
+            )
+        if self.steps > self.gen_length:
+            raise ValueError(
+                f"steps={self.steps} is more than gen_length={self.gen_length}: every step unmasks at least "
+                f"one token, so the steps past {self.gen_length} would only repeat forward passes; pass "
+                f"steps <= {self.gen_length}."
             )
         if self.remasking not in REMASKING_METHODS:
             raise ValueError(
