@@ -310,6 +310,7 @@ INFILL_CASES = [
     (["--k", "0"], "--k: got 0; pass an integer >= 1"),
     (["--sandbox-workers", "0"], "--sandbox-workers: got 0; pass an integer >= 1"),
     (["--sandbox-timeout", "0"], "--sandbox-timeout: got 0.0; pass a finite number > 0"),
+    (["--sandbox-timeout", "1e300"], "--sandbox-timeout: got 1e+300; pass a finite number > 0 and <= 3600"),
     (["--num-samples", "0"], "--num-samples: got 0; pass an integer >= 1"),
     (["--variant", "two_lines"], "argument --variant: invalid choice: 'two_lines'"),
     (["--temperature", "inf"], "--temperature: got inf; pass a finite number >= 0"),

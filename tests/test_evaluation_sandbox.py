@@ -329,3 +329,112 @@ def test_a_program_exiting_with_the_setup_failure_code_is_failed_not_a_sandbox_e
 
     result = run_tests(TestProgram(program, "solve", "def check(c):\n    assert c(3) == 9\n"))
     assert result.status == "failed", result.reason
+
+
+def test_sigkill_is_a_cpu_timeout_only_when_the_cpu_limit_sent_it():
+    from flexretrofit.evaluation.sandbox import TestProgram, run_tests
+
+    for program in (
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\ndef solve(x):\n    return x * 3\n",  # at load
+        "import os, signal\ndef solve(x):\n    os.kill(os.getpid(), signal.SIGKILL)\n",  # in the call
+    ):
+        result = run_tests(TestProgram(program, "solve", "def check(c):\n    assert c(3) == 9\n"))
+        assert result.status == "failed", result.reason
+        assert result.returncode == -signal.SIGKILL
+        assert "killed by signal 9" in result.reason and "CPU limit" not in result.reason
+    # The hard CPU limit's SIGKILL, one second after the soft limit's SIGXCPU (ignored here), is a timeout.
+    program = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n"
+    result = run_program(program, SandboxConfig(timeout_s=20.0, cpu_s=1))
+    assert result.status == "timeout", result.reason
+    assert result.returncode == -signal.SIGKILL and "CPU limit" in result.reason
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"timeout_s": 1e300},
+        {"timeout_s": float("inf")},
+        {"timeout_s": float("nan")},
+        {"timeout_s": 0},
+        {"timeout_s": -1.0},
+        {"timeout_s": 3600.5},
+        {"cpu_s": 10**30},
+        {"cpu_s": 0},
+    ],
+)
+def test_a_timeout_that_is_not_a_sane_number_of_seconds_is_refused_up_front(overrides):
+    with pytest.raises(ValueError, match=r"(timeout_s|cpu_s) must be .* 3600"):
+        SandboxConfig(**overrides)
+    assert SandboxConfig(timeout_s=3600, cpu_s=3600).timeout_s == 3600  # the cap itself is allowed
+
+
+# Correct solutions that return standard-library values instead of lists, dicts and numbers: the
+# official harness passes each (the tests compare with ==, or call tuple() first). Each is defined after
+# the canonical program, so it is the function called.
+VARIANTS = [
+    (
+        "HumanEval/33",
+        "def sort_third(l):\n    l = list(l)\n    l[::3] = sorted(l[::3])\n    return (x for x in l)\n",
+    ),
+    (
+        "HumanEval/37",
+        "def sort_even(l):\n    result = list(l)\n    result[::2] = sorted(l[::2])\n    return map(int, result)\n",
+    ),
+    (
+        "HumanEval/111",
+        "from collections import Counter\ndef histogram(test):\n"
+        "    counts = Counter(word for word in test.split(' ') if word)\n"
+        "    top = max(counts.values(), default=0)\n"
+        "    return Counter({word: n for word, n in counts.items() if n == top})\n",
+    ),
+    (
+        "HumanEval/111",
+        "from collections import OrderedDict, defaultdict\ndef histogram(test):\n"
+        "    counts = defaultdict(int)\n    for word in test.split(' '):\n        if word:\n"
+        "            counts[word] += 1\n    top = max(counts.values(), default=0)\n"
+        "    if top < 2:\n        return counts\n"
+        "    return OrderedDict((word, n) for word, n in counts.items() if n == top)\n",
+    ),
+    (
+        "HumanEval/8",
+        "from collections import namedtuple\nPair = namedtuple('Pair', 'total product')\n"
+        "def sum_product(numbers):\n    product = 1\n    for n in numbers:\n        product *= n\n"
+        "    return Pair(sum(numbers), product)\n",
+    ),
+    (
+        "HumanEval/2",
+        "from fractions import Fraction\ndef truncate_number(number):\n    return Fraction(number) % 1\n",
+    ),
+    (
+        "HumanEval/53",
+        "import enum\ndef add(x, y):\n    return enum.IntEnum('Total', [('TOTAL', x + y)]).TOTAL\n",
+    ),
+]
+
+
+@pytest.mark.slow
+def test_every_canonical_humaneval_solution_and_variants_returning_stdlib_values_pass():
+    from flexretrofit.evaluation.humaneval_infill import load_infill_tasks
+    from flexretrofit.evaluation.sandbox import TestProgram, run_many
+
+    problems = {}
+    for task in load_infill_tasks("single_line"):
+        problems.setdefault(task.problem_id, task)
+    assert len(problems) == 164
+    programs, names = [], []
+    for problem_id, task in problems.items():
+        canonical = task.prefix + task.canonical_middle + task.suffix  # the complete HumanEval program
+        programs.append(TestProgram(canonical, task.entry_point, task.test, canonical))
+        names.append(problem_id)
+    for problem_id, source in VARIANTS:
+        task = problems[problem_id]
+        canonical = task.prefix + task.canonical_middle + task.suffix
+        programs.append(TestProgram(canonical + "\n\n" + source, task.entry_point, task.test, canonical))
+        names.append(f"{problem_id} variant")
+    results = run_many(programs, SandboxConfig(timeout_s=20.0), max_workers=2)
+    failed = [
+        (name, result.status, result.reason[-300:])
+        for name, result in zip(names, results)
+        if not result.passed
+    ]
+    assert failed == []

@@ -6,8 +6,11 @@ Each attack is a wrong solution plus a trick. The trusted test knows a secret th
 
 import hashlib
 import importlib.util
+import os
 import secrets
 import textwrap
+import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -314,3 +317,219 @@ def test_the_candidates_whole_memory_holds_no_test():
     result = run_tests(TestProgram(program, "solve", test))
     _assert_not_passed(result)
     assert "AssertionError: only planted" in result.reason, result.reason
+
+
+# The wider channel (standard-library values, iterators): each honest answer passes, each trick fails.
+# ``{secret}`` is the test's secret; the hostile programs do not know it.
+CHANNEL_TEST = "def check(candidate):\n    assert {expression} == {expected}\n"
+CHANNELS = {
+    "counter-subclass-equal": (
+        "candidate(3)",
+        f"{{{SECRET!r}: 3}}",
+        f"from collections import Counter\ndef solve(x):\n    return Counter({{{SECRET!r}: x}})\n",
+        """
+        from collections import Counter
+        class Liar(Counter):
+            def __eq__(self, other): return True
+            def __ne__(self, other): return False
+            def keys(self): return iter(getattr(self, "claimed", ()))
+            def items(self): return iter(())
+            def __iter__(self): return iter(())
+            __hash__ = None
+        def solve(x):
+            return Liar({"wrong": x})
+        """,
+    ),
+    "dict-subclass-lies-about-items": (
+        "candidate(3)",
+        f"{{{SECRET!r}: 3}}",
+        f"from collections import defaultdict\ndef solve(x):\n    d = defaultdict(int)\n    d[{SECRET!r}] += x\n"
+        "    return d\n",
+        """
+        class Liar(dict):
+            def __eq__(self, other): return True
+            def items(self): return [("claimed", 3)]
+            def keys(self): return ["claimed"]
+            def __iter__(self): return iter(["claimed"])
+            def __len__(self): return 1
+        def solve(x):
+            return Liar(wrong=x)
+        """,
+    ),
+    "namedtuple-equal": (
+        "candidate(3)",
+        f"({SECRET!r}, 3)",
+        f"from collections import namedtuple\nP = namedtuple('P', 'a b')\ndef solve(x):\n    return P({SECRET!r}, x)\n",
+        """
+        from collections import namedtuple
+        class P(namedtuple("P", "a b")):
+            def __eq__(self, other): return True
+            def __iter__(self): return iter(("claimed", 3))
+            def __len__(self): return 2
+            __hash__ = tuple.__hash__
+        def solve(x):
+            return P("wrong", x)
+        """,
+    ),
+    "endless-generator": (
+        "tuple(candidate(3))",
+        f"({SECRET!r},) * 3",
+        f"def solve(x):\n    for _ in range(x):\n        yield {SECRET!r}\n",
+        "import itertools\ndef solve(x):\n    return itertools.repeat('wrong')\n",
+    ),
+    "generator-raises-midway": (
+        "list(candidate(3))",
+        f"[{SECRET!r}] * 3",
+        f"def solve(x):\n    return map(str, [{SECRET!r}] * x)\n",
+        "def solve(x):\n    yield 'wrong'\n    raise StopIteration('ends the test?')\n",
+    ),
+    "generator-yields-an-always-equal-object": (
+        "list(candidate(3))",
+        f"[{SECRET!r}] * 3",
+        f"def solve(x):\n    return iter([{SECRET!r}] * x)\n",
+        """
+        class Anything:
+            def __eq__(self, other): return True
+        def solve(x):
+            return (Anything() for _ in range(x))
+        """,
+    ),
+    "enum-whose-value-is-an-object": (
+        "candidate(3)",
+        "3",
+        "import enum\nclass E(enum.IntEnum):\n    THREE = 3\ndef solve(x):\n    return E(x)\n",
+        """
+        import enum
+        class Anything:
+            def __eq__(self, other): return True
+        class E(enum.Enum):
+            A = Anything()
+            def __eq__(self, other): return True
+            __hash__ = object.__hash__
+        def solve(x):
+            return E.A
+        """,
+    ),
+    "fraction-subclass-equal": (
+        "candidate(3)",
+        "0.75",
+        "from fractions import Fraction\ndef solve(x):\n    return Fraction(x, 4)\n",
+        """
+        from fractions import Fraction
+        class Liar(Fraction):
+            def __eq__(self, other): return True
+            __hash__ = Fraction.__hash__
+        def solve(x):
+            return Liar(1, x)
+        """,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_a_standard_value_crosses_honestly_and_its_tricks_do_not(name):
+    expression, expected, honest, hostile = CHANNELS[name]
+    test = CHANNEL_TEST.format(expression=expression, expected=expected)
+    config = SandboxConfig(max_message_mb=1)  # an endless iterator is cut off after 32768 values
+    result = run_tests(TestProgram(honest, "solve", test), config)
+    assert result.status == "passed", (result.reason, result.stderr_tail)
+    result = run_tests(TestProgram(textwrap.dedent(hostile), "solve", test), config)
+    _assert_not_passed(result)
+    assert result.status == "failed" and result.duration_s < 8.0, result.reason
+
+
+# A test that accepts any error for a bad input. The official harness fails each of these programs
+# (they return normally, or end the process); the judge's own refusals must not pass for such errors.
+ANY_ERROR_TEST = """
+def check(candidate):
+    try:
+        candidate(-1)
+    except Exception:
+        return
+    raise AssertionError("no error for a bad input")
+"""
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "def solve(x):\n    return object()\n",
+        "import itertools\ndef solve(x):\n    return itertools.count()\n",
+        "import os\ndef solve(x):\n    os._exit(0)\n",
+        "import os, signal\ndef solve(x):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+    ],
+    ids=["unsendable", "endless", "exits", "killed"],
+)
+def test_a_refused_answer_or_a_crash_is_not_the_error_a_test_expects(program):
+    result = run_tests(TestProgram(program, "solve", ANY_ERROR_TEST), SandboxConfig(max_message_mb=1))
+    assert result.status == "failed", result.reason
+    honest = "def solve(x):\n    raise ValueError('negative')\n"  # control: a real error passes
+    assert run_tests(TestProgram(honest, "solve", ANY_ERROR_TEST)).status == "passed"
+
+
+def _judge_module():
+    path = Path(__file__).resolve().parents[1] / "src/flexretrofit/evaluation/_sandbox_judge.py"
+    spec = importlib.util.spec_from_file_location("sandbox_judge_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "unit", [b'{"l":[]},', b"[],", b"{},", b"1000,"], ids=["lists", "raw-lists", "dicts", "ints"]
+)
+def test_a_reply_of_many_tiny_values_is_refused_with_bounded_judge_memory(unit):
+    # A forged reply at the byte limit made of the smallest JSON values: decoded, each byte of it
+    # would cost the judge about 30 bytes of objects.
+    judge = _judge_module()
+    limit = 1 << 20
+    body = unit * ((limit - 64) // len(unit))
+    data = b'{"value":{"l":[' + body + b"0]}}"
+    requests_read, requests_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+
+    def forge():
+        os.write(replies_write, len(data).to_bytes(4, "big"))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(replies_write, view) :]
+        os.close(replies_write)
+
+    def forge_until_refused():
+        try:
+            forge()
+        except BrokenPipeError:  # the judge stopped reading early
+            pass
+
+    writer = threading.Thread(target=forge_until_refused)
+    candidate = judge.Candidate(requests_write, replies_read, limit)
+    tracemalloc.start()
+    try:
+        writer.start()
+        try:
+            candidate(3)
+            outcome = "accepted"
+        except BaseException as error:  # what a test calling the candidate would see
+            outcome = f"{type(error).__name__}: {error}"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        for fd in (requests_read, requests_write, replies_read):
+            os.close(fd)
+        writer.join()
+    assert peak < 3 * len(data), (peak, outcome)
+    assert outcome.startswith("AnswerRefused") and "values" in outcome, outcome
+
+
+def test_an_answer_crosses_within_the_value_budget_and_is_refused_beyond_it():
+    # A 1 MB message may hold 32768 values: 20000 numbers and 20000 counts are too many, 2500 counts fit.
+    program = (
+        "from collections import Counter\ndef solve(x):\n    return list(range(20000)), Counter(range(x))\n"
+    )
+    test = "def check(candidate):\n    numbers, counts = candidate(20000)\n    assert numbers == list(range(20000))\n    assert counts == dict.fromkeys(range(20000), 1)\n"
+    result = run_tests(TestProgram(program, "solve", test), SandboxConfig(max_message_mb=1))
+    assert result.status == "failed" and "values" in result.reason  # 60000 values: over the budget
+    program = program.replace("Counter(range(x))", "Counter(range(x // 8))")
+    test = test.replace("dict.fromkeys(range(20000), 1)", "dict.fromkeys(range(2500), 1)")
+    result = run_tests(TestProgram(program, "solve", test), SandboxConfig(max_message_mb=1))
+    assert result.status == "passed", result.reason

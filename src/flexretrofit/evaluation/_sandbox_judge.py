@@ -13,10 +13,15 @@ One run, two processes that share nothing but two pipes:
   and answers calls of its ``entry_point``.
 
 Only plain data crosses (None, bool, int, float, complex, str, bytes and lists, tuples, dicts, sets and
-frozensets of them), in a tagged JSON encoding that the judge decodes into fresh built-in objects; an
-object with methods of its own cannot cross, so every comparison the tests make runs on the trusted
-side with built-in semantics. The verdict is written by the judge to ``config["report_fd"]``, which
-the candidate never holds; nothing the program prints, patches or reads can change it.
+frozensets of them, plus the standard-library values a solution may return: Counter, OrderedDict,
+defaultdict, deque, namedtuples, int and str enums, Fraction, Decimal, ranges, dict views and iterators
+such as generators or ``map``), in a tagged JSON encoding that the judge decodes into fresh objects of
+its own built-in and standard types; an object with methods of its own cannot cross, so every
+comparison the tests make runs on the trusted side with standard semantics. The judge refuses a reply
+over the byte limit or with more values than its budget (counted on the raw bytes, before decoding),
+so no reply costs it more than a few times the byte limit in memory. The verdict is written by the
+judge to ``config["report_fd"]``, which the candidate never holds; nothing the program prints, patches
+or reads can change it.
 
 Threat model: the program may do anything the isolation permits, including forging messages on its
 pipe (they are only ever decoded as answers) and spending its limits. It can still pass by computing
@@ -25,31 +30,97 @@ the kernel, or an exception class whose name the tests catch, is outside what th
 """
 
 import builtins
+import collections
 import importlib.util
+import itertools
 import json
 import linecache
 import os
+import resource
 import signal
 import struct
 import sys
 import traceback
+import types
 
 SETUP_FAILED = 120
 HEADER = struct.Struct(">I")
 MAX_DEPTH = 64
+BYTES_PER_VALUE = 32  # see value_budget
+CPU_SLACK_S = 0.5  # how far below the CPU limit rusage may read when the limit fired
 _TAGS = {"l": list, "t": tuple, "s": set, "f": frozenset}
 _TYPE_TAGS = {list: "l", tuple: "t", set: "s", frozenset: "f"}
+# Tags whose payload is [key, value] pairs; "p" (dict_items) is rebuilt as a dict's items view.
+_PAIR_TAGS = {"d": dict, "C": collections.Counter, "O": collections.OrderedDict, "p": dict}
+# An iterator crosses as a trusted one-shot iterator: it equals nothing but itself, as a generator.
+_SEQUENCE_TAGS = {
+    "i": lambda items: iter(tuple(items)),
+    "k": lambda items: dict.fromkeys(items).keys(),
+    "v": lambda items: dict(enumerate(items)).values(),
+    "Q": collections.deque,
+}
+_VIEW_TAGS = {
+    type({}.keys()): "k",
+    type(collections.OrderedDict().keys()): "k",
+    type({}.values()): "v",
+    type(collections.OrderedDict().values()): "v",
+}
+_ITEMS_VIEWS = (type({}.items()), type(collections.OrderedDict().items()))
+# Exact types only (a subclass of map could override __next__, harmless but not standard).
+_ITERATOR_TYPES = frozenset(
+    [types.GeneratorType, map, filter, zip, enumerate, reversed]
+    + [kind for kind in vars(itertools).values() if isinstance(kind, type) and hasattr(kind, "__next__")]
+    + [
+        type(iterator)
+        for iterator in (
+            iter([]), iter(()), iter(""), iter(b""), iter(bytearray()), iter(set()), iter({}),
+            iter({}.values()), iter({}.items()), iter(range(0)), iter(range(1 << 64)),
+            reversed([]), reversed(range(0)), reversed(range(1 << 64)), reversed({}),
+            reversed({}.values()), reversed({}.items()), iter(collections.OrderedDict()),
+            reversed(collections.OrderedDict()), iter(int, 1), iter(collections.deque()),
+            reversed(collections.deque()),
+        )
+    ]
+)  # fmt: skip
 
 
-class CandidateDied(Exception):
-    """The candidate ended (or closed its channel) before answering."""
+class CandidateDied(BaseException):
+    """The candidate ended (or closed its channel) before answering. Not an ``Exception``: a test's
+    ``except Exception`` must not turn a crash into a pass."""
+
+
+class AnswerRefused(BaseException):
+    """The candidate's answer cannot cross (not plain data, too large, malformed); not an
+    ``Exception`` either, so a test that expects an error cannot mistake this for it."""
+
+
+class Unsendable(Exception):
+    """Raised by :func:`encode` for a value that cannot cross."""
 
 
 # --------------------------------------------------------------------------------------------
 # messages: length-prefixed JSON of plain data
 # --------------------------------------------------------------------------------------------
-def send(fd, message):
-    data = json.dumps(message, ensure_ascii=True).encode("ascii")
+def value_budget(max_bytes):
+    """How many JSON values a message of up to ``max_bytes`` may hold: each value costs the judge
+    up to about 80 bytes of objects (an empty list is 3 bytes of JSON, 64 of memory), so this
+    keeps its memory for one reply within a few times ``max_bytes``."""
+    return max(max_bytes // BYTES_PER_VALUE, 1024)
+
+
+def count_values(data):
+    """An upper bound on the objects ``json.loads(data)`` builds, without building them: every
+    container opens with a bracket and every further value follows a comma or colon (those inside
+    strings are counted too, which only errs on the safe side)."""
+    return data.count(b"[") + data.count(b"{") + data.count(b",") + data.count(b":")
+
+
+def pack(message):
+    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def send(fd, message=None, data=None):
+    data = pack(message) if data is None else data
     payload = HEADER.pack(len(data)) + data
     view = memoryview(payload)
     while view:
@@ -57,18 +128,22 @@ def send(fd, message):
 
 
 def _read_exactly(fd, size):
-    chunks, remaining = [], size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
+    # One buffer filled in place: no list of chunks joined into a second copy.
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        got = os.readv(fd, [view[filled:]])
+        if not got:
             return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        filled += got
+    view.release()
+    return buffer
 
 
-def receive(fd, max_bytes):
-    """The next message, or None at end of file. Raises ValueError for a malformed or oversized one."""
+def receive(fd, max_bytes, max_values=None):
+    """The next message, or None at end of file. Raises ValueError for a malformed or oversized one,
+    or one of more than ``max_values`` values (checked on the raw bytes, before decoding)."""
     header = _read_exactly(fd, HEADER.size)
     if header is None:
         return None
@@ -78,29 +153,113 @@ def receive(fd, max_bytes):
     data = _read_exactly(fd, size)
     if data is None:
         return None
-    return json.loads(data.decode("ascii"))
+    if max_values is not None and count_values(data) > max_values:
+        raise ValueError(
+            f"a message of more than {max_values} values exceeds the limit "
+            f"(one value per {BYTES_PER_VALUE} bytes of the message limit)"
+        )
+    text = data.decode("ascii")
+    del data  # the raw bytes go before the decoded objects arrive
+    return json.loads(text)
 
 
-def encode(value, depth=0):
-    """Plain data -> JSON-ready tagged form. Raises TypeError for anything else."""
+class _Budget:
+    """Values left to encode in one message: stops an endless iterator and oversized answers early."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, values):
+        self.left = values
+
+    def spend(self):
+        self.left -= 1
+        if self.left < 0:
+            raise Unsendable("the answer holds too many values to cross (an endless iterator?)")
+
+
+def encode(value, budget=None, depth=0):
+    """Plain data -> JSON-ready tagged form. Raises :class:`Unsendable` for anything else.
+
+    Runs in the candidate for answers, so its reading must not depend on the value's own methods:
+    a subclass of a built-in type is read through the built-in type's methods (``dict.items(x)``,
+    ``list.__iter__(x)``...), whatever it overrides, and crosses as that built-in type, or as the
+    standard-library type it derives from (Counter, OrderedDict). An iterator of a standard type
+    (a generator, ``map``, ``zip``, dict views...) is run to its end, up to the budget.
+    """
     if depth > MAX_DEPTH:
-        raise TypeError(f"the value is nested deeper than {MAX_DEPTH} levels")
+        raise Unsendable(f"the value is nested deeper than {MAX_DEPTH} levels")
+    budget = budget if budget is not None else _Budget(1 << 62)
+    budget.spend()
     kind = type(value)
     if value is None or kind in (bool, int, float, str):
         return value
+    deeper = depth + 1
     if kind in _TYPE_TAGS:
-        return {_TYPE_TAGS[kind]: [encode(item, depth + 1) for item in value]}
+        return {_TYPE_TAGS[kind]: [encode(item, budget, deeper) for item in value]}
     if kind is dict:
-        return {"d": [[encode(key, depth + 1), encode(item, depth + 1)] for key, item in value.items()]}
+        return {"d": _encode_pairs(dict.items(value), budget, deeper)}
     if kind is bytes:
         return {"b": value.hex()}
     if kind is complex:
         return {"c": [value.real, value.imag]}
-    raise TypeError(f"a {kind.__name__} is not plain data (only built-in values can be compared)")
+    if kind is range:
+        return {"r": [value.start, value.stop, value.step]}
+    if kind in _VIEW_TAGS:
+        return {_VIEW_TAGS[kind]: [encode(item, budget, deeper) for item in value]}
+    if kind in _ITEMS_VIEWS:
+        return {"p": _encode_pairs(value, budget, deeper)}
+    if kind in _ITERATOR_TYPES:
+        return {"i": [encode(item, budget, deeper) for item in value]}
+    return _encode_derived(value, kind, budget, deeper)
+
+
+def _encode_pairs(items, budget, depth):
+    return [[encode(key, budget, depth), encode(item, budget, depth)] for key, item in items]
+
+
+def _encode_derived(value, kind, budget, depth):
+    """A value whose type derives from a built-in or standard type; see :func:`encode`."""
+    # Enum members that are ints or strs (IntEnum, StrEnum) compare equal to their value: they
+    # cross as that value. Other Enum members compare by identity only: refused below.
+    if issubclass(kind, collections.Counter):
+        return {"C": _encode_pairs(dict.items(value), budget, depth)}
+    if issubclass(kind, collections.OrderedDict):
+        return {"O": _encode_pairs(collections.OrderedDict.items(value), budget, depth)}
+    if issubclass(kind, dict):  # defaultdict (its factory stays behind) and other mappings
+        return {"d": _encode_pairs(dict.items(value), budget, depth)}
+    if issubclass(kind, int):  # bool cannot be subclassed
+        return int.__int__(value)
+    if issubclass(kind, float):
+        return float.__float__(value)
+    if issubclass(kind, str):
+        return str.__str__(value)
+    if issubclass(kind, bytes):
+        return {"b": bytes.__getitem__(value, slice(None)).hex()}
+    if issubclass(kind, bytearray):
+        return {"a": bytearray.__getitem__(value, slice(None)).hex()}
+    if issubclass(kind, collections.deque):
+        return {"Q": [encode(item, budget, depth) for item in collections.deque.__iter__(value)]}
+    for base, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "f")):
+        if issubclass(kind, base):  # a namedtuple crosses as a tuple, which it equals
+            return {tag: [encode(item, budget, depth) for item in base.__iter__(value)]}
+    fractions = sys.modules.get("fractions")
+    if fractions is not None and issubclass(kind, fractions.Fraction):
+        parts = [fractions.Fraction.numerator.fget(value), fractions.Fraction.denominator.fget(value)]
+        if all(type(part) is int for part in parts) and parts[1] > 0:
+            return {"q": parts}
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and issubclass(kind, decimal.Decimal):
+        text = decimal.Decimal.__str__(value)
+        if type(text) is str:
+            return {"m": text}
+    raise Unsendable(
+        f"a value of type {kind.__name__} is not plain data (only built-in values can be compared)"
+    )
 
 
 def decode(form, depth=0):
-    """Tagged form -> fresh built-in objects. Raises ValueError for anything not made by :func:`encode`."""
+    """Tagged form -> fresh objects of built-in and standard types. Raises ValueError (or another
+    ``Exception``: an unhashable key, a malformed decimal) for anything not made by :func:`encode`."""
     if depth > MAX_DEPTH:
         raise ValueError(f"the value is nested deeper than {MAX_DEPTH} levels")
     kind = type(form)
@@ -108,18 +267,39 @@ def decode(form, depth=0):
         return form
     if kind is dict and len(form) == 1:
         ((tag, payload),) = form.items()
+        deeper = depth + 1
         if tag in _TAGS and type(payload) is list:
-            return _TAGS[tag](decode(item, depth + 1) for item in payload)
-        if tag == "d" and type(payload) is list:
+            return _TAGS[tag](decode(item, deeper) for item in payload)
+        if tag in _PAIR_TAGS and type(payload) is list:
             pairs = [item for item in payload if type(item) is list and len(item) == 2]
             if len(pairs) == len(payload):
-                return {decode(key, depth + 1): decode(item, depth + 1) for key, item in pairs}
+                mapping = _PAIR_TAGS[tag]()
+                for key, item in pairs:
+                    mapping[decode(key, deeper)] = decode(item, deeper)
+                return mapping.items() if tag == "p" else mapping
+        if tag in _SEQUENCE_TAGS and type(payload) is list:
+            return _SEQUENCE_TAGS[tag]([decode(item, deeper) for item in payload])
         if tag == "b" and type(payload) is str:
             return bytes.fromhex(payload)
-        if tag == "c" and type(payload) is list and len(payload) == 2:
-            if all(type(part) in (int, float) for part in payload):
-                return complex(payload[0], payload[1])
+        if tag == "a" and type(payload) is str:
+            return bytearray.fromhex(payload)
+        if tag == "c" and _numbers(payload, 2, (int, float)):
+            return complex(payload[0], payload[1])
+        if tag == "r" and _numbers(payload, 3, (int,)) and payload[2] != 0:
+            return range(*payload)
+        if tag == "q" and _numbers(payload, 2, (int,)) and payload[1] > 0:
+            from fractions import Fraction
+
+            return Fraction(payload[0], payload[1])
+        if tag == "m" and type(payload) is str:
+            from decimal import Decimal
+
+            return Decimal(payload)  # a malformed one raises decimal.InvalidOperation
     raise ValueError("the candidate answered with something that is not plain data")
+
+
+def _numbers(payload, count, kinds):
+    return type(payload) is list and len(payload) == count and all(type(part) in kinds for part in payload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,17 +345,32 @@ def serve(requests_fd, replies_fd, report, max_bytes):
         os._exit(1)
     _flush()  # what the program printed is in its output even if the judge ends the run next
     send(replies_fd, {"loaded": True})
+    max_values = value_budget(max_bytes)
     while True:
         call = receive(requests_fd, max_bytes)
         if call is None:
             _flush()
             os._exit(0)
-        try:
-            reply = {"value": encode(function(*decode(call["args"]), **decode(call["kwargs"])))}
-        except BaseException as error:
-            reply = {"raised": [type(error).__name__, _error_text(error, with_name=False)]}
+        data = _answer(function, call, max_bytes, max_values)
         _flush()
-        send(replies_fd, reply)
+        send(replies_fd, data=data)
+
+
+def _answer(function, call, max_bytes, max_values):
+    """The reply to one call, packed: its value, the exception it raised, or why it cannot cross."""
+    try:
+        value = function(*decode(call["args"]), **decode(call["kwargs"]))
+        reply = {"value": encode(value, _Budget(max_values))}
+        data = pack(reply)
+    except Unsendable as error:
+        return pack({"unsendable": _error_text(error, with_name=False)})
+    except BaseException as error:  # raised by the function, or by an iterator it returned
+        return pack({"raised": [type(error).__name__, _error_text(error, with_name=False)]})
+    if len(data) > max_bytes or count_values(data) > max_values:
+        return pack(
+            {"unsendable": f"the answer is over the limit of {max_bytes} bytes / {max_values} values"}
+        )
+    return data
 
 
 def become_candidate(config, closing, requests_fd, replies_fd, status_fd):
@@ -211,22 +406,30 @@ class Candidate:
 
     def __init__(self, requests_fd, replies_fd, max_bytes):
         self._requests_fd, self._replies_fd, self._max_bytes = requests_fd, replies_fd, max_bytes
+        self._max_values = value_budget(max_bytes)
 
     def __call__(self, *args, **kwargs):
+        budget = _Budget(self._max_values)
+        request = {"args": encode(args, budget), "kwargs": encode(kwargs, budget)}
         try:
-            send(self._requests_fd, {"args": encode(args), "kwargs": encode(kwargs)})
-            reply = receive(self._replies_fd, self._max_bytes)
+            send(self._requests_fd, request)
+            reply = receive(self._replies_fd, self._max_bytes, self._max_values)
         except OSError as error:
             raise CandidateDied(str(error)) from None
+        except Exception as error:  # oversized, too many values, not JSON, nested too deep
+            raise AnswerRefused(f"the answer cannot be read: {_error_text(error)}") from None
         if reply is None:
             raise CandidateDied("the program ended before it answered")
-        if type(reply) is not dict:
-            raise ValueError("the candidate sent a malformed reply")
-        if "raised" in reply:
+        if type(reply) is dict and "raised" in reply:
             raise _exception_from(reply["raised"])
-        if "value" not in reply:
-            raise ValueError("the candidate sent a malformed reply")
-        return decode(reply["value"])
+        if type(reply) is dict and type(reply.get("unsendable")) is str:
+            raise AnswerRefused(f"the answer cannot cross: {reply['unsendable'][:2000]}")
+        if type(reply) is not dict or "value" not in reply:
+            raise AnswerRefused("the candidate sent a malformed reply")
+        try:
+            return decode(reply["value"])
+        except Exception as error:
+            raise AnswerRefused(f"the answer is not plain data: {_error_text(error)}") from None
 
 
 def _exception_from(raised):
@@ -240,11 +443,13 @@ def _exception_from(raised):
     return RuntimeError("the candidate raised an exception")
 
 
-def _ended(child, status_fd, reason, started=True):
+def _ended(child, status_fd, reason, cpu_s, started=True):
     """Verdict once the candidate is gone: how it ended (wait for the waiter process above it; with a
     PID namespace its init wrote the program's own wait status). ``started``: the trusted hello arrived, so
     set-up succeeded and any exit status, SETUP_FAILED's included, is the program's own."""
-    status = os.waitpid(child, 0)[1]
+    # wait4's usage covers the waited-for processes below (the namespace init, the program).
+    _, status, usage = os.wait4(child, 0)
+    cpu_used = usage.ru_utime + usage.ru_stime
     os.set_blocking(status_fd, False)
     try:
         written = os.read(status_fd, 32)
@@ -253,8 +458,15 @@ def _ended(child, status_fd, reason, started=True):
     if written.isdigit():
         status = int(written)
     code = os.waitstatus_to_exitcode(status)
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
-        return {"verdict": "timeout", "reason": f"{reason}: CPU limit (signal {-code})", "returncode": code}
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        # RLIMIT_CPU sends SIGXCPU, then SIGKILL, only once the CPU time is spent; a program that
+        # kills itself (or is killed for memory) earlier did not run out of time.
+        if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_used >= _cpu_limit(cpu_s) - CPU_SLACK_S:
+            reason = f"{reason}: CPU limit (signal {signum} after {cpu_used:.1f} s of CPU)"
+            return {"verdict": "timeout", "reason": reason, "returncode": code}
+        reason = f"{reason}: killed by signal {signum} ({_signal_name(signum)}) after {cpu_used:.1f} s of CPU"
+        return {"verdict": "failed", "reason": reason, "returncode": code}
     if code == SETUP_FAILED and not started:
         return {
             "verdict": "error",
@@ -264,23 +476,36 @@ def _ended(child, status_fd, reason, started=True):
     return {"verdict": "failed", "reason": f"{reason} (exit status {code})", "returncode": code}
 
 
+def _cpu_limit(cpu_s):
+    """The CPU seconds after which the candidate gets SIGXCPU: ``cpu_s``, or a lower inherited hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    return cpu_s if hard == resource.RLIM_INFINITY else min(cpu_s, hard)
+
+
+def _signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unknown"
+
+
 def _failure(error):
     lines = traceback.format_exception(type(error), error, error.__traceback__, limit=-3)
     return "".join(lines)[-4000:]
 
 
-def judge(task, child, status_fd, requests_fd, replies_fd, max_bytes):
+def judge(task, child, status_fd, requests_fd, replies_fd, max_bytes, cpu_s):
     hello = receive(replies_fd, max_bytes)  # sent before the program started: trusted
     if hello is None:
-        return _ended(child, status_fd, "the sandbox did not start", started=False)
+        return _ended(child, status_fd, "the sandbox did not start", cpu_s, started=False)
     outcome = {"isolation": hello["isolation"], "notes": hello["notes"]}
     try:
         send(requests_fd, {"program": task["program"], "entry_point": task["entry_point"]})
-        loaded = receive(replies_fd, max_bytes)
-    except (OSError, ValueError) as error:
-        return {**outcome, **_ended(child, status_fd, f"the program broke its channel ({error})")}
+        loaded = receive(replies_fd, max_bytes, value_budget(max_bytes))
+    except (OSError, ValueError, RecursionError) as error:
+        return {**outcome, **_ended(child, status_fd, f"the program broke its channel ({error})", cpu_s)}
     if loaded is None:
-        return {**outcome, **_ended(child, status_fd, "the program ended while it was loading")}
+        return {**outcome, **_ended(child, status_fd, "the program ended while it was loading", cpu_s)}
     if type(loaded) is not dict or loaded.get("loaded") is not True:
         error = loaded.get("error") if type(loaded) is dict else None
         return {**outcome, "verdict": "failed", "reason": f"the program did not load: {error}"}
@@ -301,7 +526,7 @@ def judge(task, child, status_fd, requests_fd, replies_fd, max_bytes):
     try:
         check(candidate)
     except CandidateDied as error:
-        return {**outcome, **_ended(child, status_fd, str(error))}
+        return {**outcome, **_ended(child, status_fd, str(error), cpu_s)}
     except BaseException as error:  # an assertion, or anything the candidate's answers made the tests do
         return {**outcome, "verdict": "failed", "reason": _failure(error)}
     return {**outcome, "verdict": "passed", "reason": ""}
@@ -329,7 +554,8 @@ def main():
         os.close(fd)
     try:
         task = _read_task()
-        outcome = judge(task, child, status_read, requests_write, replies_read, config["max_message_bytes"])
+        max_bytes, cpu_s = config["max_message_bytes"], config["cpu_s"]
+        outcome = judge(task, child, status_read, requests_write, replies_read, max_bytes, cpu_s)
     except BaseException as error:
         outcome = {"verdict": "error", "reason": f"the judge failed: {_failure(error)}"}
     os.write(report_fd, json.dumps(outcome, ensure_ascii=True).encode("ascii"))

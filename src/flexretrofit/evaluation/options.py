@@ -15,6 +15,7 @@ from flexretrofit.evaluation.generators import (
     SAMPLERS,
 )
 from flexretrofit.evaluation.humaneval_infill import INFILL_VARIANTS
+from flexretrofit.evaluation.sandbox import MAX_TIMEOUT_S
 from flexretrofit.sampling.config import MAX_STEPS
 
 GSM8K = "gsm8k"
@@ -195,7 +196,14 @@ OPTIONS: tuple[Option, ...] = (
         benchmark=INFILL,
     ),
     Option(
-        "sandbox_timeout", 10.0, "seconds per program", type=float, benchmark=INFILL, minimum=0, strict=True
+        "sandbox_timeout",
+        10.0,
+        "seconds per program",
+        type=float,
+        benchmark=INFILL,
+        minimum=0,
+        strict=True,
+        maximum=MAX_TIMEOUT_S,
     ),
     Option("sandbox_workers", 2, "programs run in parallel", type=int, benchmark=INFILL, minimum=1),
     # sampler settings (defaults per benchmark and sampler: DEFAULT_SAMPLER_SETTINGS)

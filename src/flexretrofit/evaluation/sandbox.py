@@ -5,9 +5,11 @@
 
 - the **verdict is decided on the trusted side**. The tests run in the judge; they call the program's
   function through a proxy, and only plain data (numbers, strings, bytes, lists, tuples, dicts, sets,
-  None, booleans) crosses the boundary, decoded into fresh built-in objects. A program cannot forge a
-  pass by walking frames, scanning memory, patching the test harness, printing, exiting early or
-  returning objects whose comparisons always succeed: none of those reach the judge;
+  None, booleans, and standard-library values such as Counter, namedtuples, int enums, Fraction or a
+  generator, run to its end) crosses the boundary, decoded into fresh built-in or standard objects.
+  A program cannot forge a pass by walking frames, scanning memory, patching the test harness,
+  printing, exiting early or returning objects whose comparisons always succeed: none of those reach
+  the judge;
 - the candidate forks off the judge before the judge reads the task, so it holds no test or reference;
 - it sees a minimal root file system: this interpreter's standard library and the system shared
   libraries, every ``site-packages`` hidden; not the project tree, the installed packages (an answer
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 JUDGE_SCRIPT = Path(__file__).with_name("_sandbox_judge.py")
 STATUSES = ("passed", "failed", "timeout", "error")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_TIMEOUT_S = 3600.0  # one program, one hour: beyond that a limit is a mistake (and overflows timers)
 PER_SANDBOX = "per-sandbox"
 _TAIL_BYTES = 64 * 1024
 _warned_layers: set[str] = set()
@@ -64,7 +67,8 @@ class SandboxConfig:
     """Limits and isolation for one run.
 
     Args:
-        timeout_s: wall-clock limit; the run is killed and reported as ``"timeout"`` after it.
+        timeout_s: wall-clock limit, at most :data:`MAX_TIMEOUT_S`; the run is killed and reported
+            as ``"timeout"`` after it.
         memory_mb: address-space limit of the candidate (``RLIMIT_AS``).
         cpu_s: CPU-seconds limit (``RLIMIT_CPU``) of each candidate process; default ``ceil(timeout_s) + 1``.
         max_processes: ``RLIMIT_NPROC``, counted by the kernel per uid: with the default ``user`` each
@@ -72,7 +76,9 @@ class SandboxConfig:
         max_file_mb: ``RLIMIT_FSIZE``; also caps what the program can print.
         max_open_files: ``RLIMIT_NOFILE``.
         scratch_mb: size of the private ``/tmp`` (and ``/dev/shm``) tmpfs.
-        max_message_mb: largest single answer (or argument list) that may cross the boundary.
+        max_message_mb: largest single answer (or argument list) that may cross the boundary; it
+            may hold one value per 32 bytes of this (a list of many tiny values would otherwise make
+            the judge's memory a large multiple of it).
         user: account the candidate runs as when started as root: ``"per-sandbox"`` (a fresh uid no
             other running sandbox has), an account name or a uid (shared by all sandboxes), or ``None``
             to keep root (for debugging only).
@@ -101,10 +107,23 @@ class SandboxConfig:
     tail_chars: int = 2000
 
     def __post_init__(self) -> None:
-        if not (
-            isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0
+        timeout = self.timeout_s
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT_S
         ):
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {self.timeout_s}")
+            raise ValueError(
+                f"timeout_s must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {timeout!r}"
+            )
+        if self.cpu_s is not None and (
+            isinstance(self.cpu_s, bool)
+            or not isinstance(self.cpu_s, int)
+            or not 1 <= self.cpu_s <= MAX_TIMEOUT_S
+        ):
+            raise ValueError(
+                f"cpu_s must be None or whole seconds from 1 to {MAX_TIMEOUT_S:g}, got {self.cpu_s!r}"
+            )
         for name in (
             "memory_mb",
             "max_processes",
@@ -144,7 +163,8 @@ class SandboxResult:
     """Outcome of one run.
 
     ``status``: ``"passed"`` (the trusted tests passed), ``"failed"`` (a test failed, the program raised,
-    exited early, crashed or hit a memory/file/process limit), ``"timeout"`` (wall-clock or CPU limit)
+    exited early, crashed, was killed by a signal or hit a memory/file/process limit, or answered with
+    something that cannot cross), ``"timeout"`` (wall-clock or CPU limit)
     or ``"error"`` (the sandbox itself, or the tests, could not run). ``reason`` says why, from the
     judge. ``isolation`` lists the layers that were in place, e.g. ``("own-session", "mount-namespace",
     "pid-namespace", ..., "minimal-root", "rlimits", "unprivileged-user", "own-uid", "seccomp")``.
