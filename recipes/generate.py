@@ -24,6 +24,7 @@ from flexretrofit.models import (
     load_tokenizer,
     read_model_type,
 )
+from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
 from flexretrofit.sampling.config import load_generation_config, resolve_generation_config
 
@@ -95,6 +96,8 @@ def run(argv: list[str] | None) -> None:
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     try:  # the saved config + overrides; the sampler refuses prompts it cannot use, saying why
         config = resolve_generation_config(None, config_class, fields, model)
+        if sampler == "mdm" and config.eos_token_id is None:  # cut at EOS and <|eot_id|>, as LLaDA's chat
+            config.eos_token_id = stop_token_ids(tokenizer)
         output = (generate_flex if sampler == "flex" else generate_mdm)(model, ids, None, config)
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -191,11 +191,38 @@ def _usage_error(main, args, capsys):
     return lines[0]
 
 
-def test_missing_gsm8k_data_offline_says_how_to_pass_it(llada_folder, tmp_path, monkeypatch, capsys):
+def test_hub_gsm8k_offline_says_what_else_to_pass(llada_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    args = ["--model", str(llada_folder), "--sampler", "mdm", "--output-dir", str(tmp_path)]
+    args = ["--model", str(llada_folder), "--sampler", "mdm", "--data", "hub", "--output-dir", str(tmp_path)]
     line = _usage_error(cli.gsm8k_main, args, capsys)
-    assert "--data path.jsonl" in line and "DATA=path.jsonl" in line
+    assert "--data path.jsonl" in line and "shipped test split" in line
+
+
+def test_gsm8k_without_data_runs_offline_on_the_shipped_test_split(llada_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    args = ["--model", str(llada_folder), "--sampler", "mdm", "--limit", "2", "--steps", "2"]
+    cli.gsm8k_main(
+        [*args, "--gen-length", "4", "--block-length", "4", "--no-progress", "--output-dir", str(out)]
+    )
+    rows = _rows(out)
+    assert [row["id"] for row in rows] == ["gsm8k/test/0", "gsm8k/test/1"]
+    assert [row["ground_truth"] for row in rows] == ["18", "3"]  # the split's first two problems
+
+
+def test_a_split_that_does_not_ship_says_to_load_it_from_the_hub(llada_folder, tmp_path, capsys):
+    args = [
+        "--model",
+        str(llada_folder),
+        "--sampler",
+        "mdm",
+        "--split",
+        "train",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    line = _usage_error(cli.gsm8k_main, args, capsys)
+    assert "only GSM8K's test split ships" in line and "--data hub" in line
 
 
 def test_unreachable_hub_dataset_says_how_to_pass_the_data(monkeypatch):
@@ -207,8 +234,10 @@ def test_unreachable_hub_dataset_says_how_to_pass_the_data(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(EvalConfigError, match=r"--data path\.jsonl.*ConnectionError: Couldn't reach"):
-        inputs.load_gsm8k_examples(None)
+    with pytest.raises(
+        EvalConfigError, match=r"ConnectionError: Couldn't reach.*shipped test split.*--data path\.jsonl"
+    ):
+        inputs.load_gsm8k_examples("hub")
 
 
 def test_settings_layer_defaults_preset_config_file_and_flags(tmp_path):

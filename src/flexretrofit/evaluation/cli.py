@@ -42,11 +42,19 @@ from flexretrofit.evaluation.results import (
 )
 from flexretrofit.evaluation.settings import EvalConfigError, build_sampler_config, resolve_settings
 from flexretrofit.models import resolve_dtype
+from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 
 __all__ = ["evaluate", "gsm8k_main", "infill_main", "load_model", "main"]
 logger = logging.getLogger(__name__)
 # Mistakes in what the user passed: reported as one line with exit code 2 (never a traceback).
-USER_ERRORS = (EvalConfigError, RunConfigMismatch, ResultsFileError, IncompleteResults, FileNotFoundError)
+USER_ERRORS = (
+    EvalConfigError,
+    RunConfigMismatch,
+    ResultsFileError,
+    IncompleteResults,
+    FileNotFoundError,
+    OutputDirBusy,
+)
 EXIT_USAGE = 2
 EXIT_WRITE_FAILED = 1  # results could not be written (disk full...): not a usage mistake
 
@@ -65,6 +73,10 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
     output_dir = Path(settings["output_dir"])
     check_results_files(output_dir)
     layout = process_layout(settings)
+    # One run per folder (per shard of independent jobs): a second would write every row again.
+    if layout.is_merger:
+        shard = f"shard{layout.rank}-of-{layout.world_size}" if settings["num_shards"] is not None else ""
+        lock_output_dir(output_dir, shard, what="--output-dir")
     dtype = resolve_dtype(settings["dtype"], layout.device)
     infilling = benchmark == INFILL
     suppressed_text = tokenizer.convert_ids_to_tokens(generation_config.suppress_tokens or [])

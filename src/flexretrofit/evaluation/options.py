@@ -132,9 +132,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", True, "show a progress bar", type=None, flag=True),
     # GSM8K
     Option(
-        "data", None, "GSM8K JSONL ('question', 'answer' per line); default: the hub dataset", benchmark=GSM8K
+        "data",
+        None,
+        "GSM8K JSONL ('question', 'answer' per line), or 'hub' for openai/gsm8k through datasets; "
+        "default: the shipped test split (offline)",
+        benchmark=GSM8K,
     ),
-    Option("split", "test", "hub split when --data is not given", benchmark=GSM8K),
+    Option("split", "test", "split of --data hub (only the test split ships)", benchmark=GSM8K),
     Option(
         "prompt_style",
         "chat",

@@ -37,6 +37,7 @@ from flexretrofit.evaluation.options import (
     int_or_none,
     options_for,
 )
+from flexretrofit.models.tokenizer import stop_token_ids
 
 
 class EvalConfigError(ValueError):
@@ -334,6 +335,8 @@ def build_sampler_config(settings: Mapping[str, Any], tokenizer: PreTrainedToken
         if benchmark == INFILL:
             suppressed += boundary_token_ids(tokenizer, settings["layout"])
         values["suppress_tokens"] = sorted(set(suppressed))
+        if settings["sampler"] == "mdm":  # the answer ends at EOS or <|eot_id|>, as in LLaDA's own evaluation
+            values["eos_token_id"] = stop_token_ids(tokenizer)
         values["seed"] = settings["seed"]
         return build_generation_config(settings["sampler"], values)
     except ValueError as error:

@@ -231,9 +231,13 @@ class MDMGenerationConfig(_SamplerConfig):
         cfg_scale: classifier-free guidance; 0 = off. The unconditional input has the prompt replaced by MASK.
         remasking: ``"low_confidence"`` (unmask the highest softmax probability of the chosen token first)
             or ``"random"``.
-        suppress_tokens: ids never emitted (MASK always is). None = ``[eos]``; add ``<|eot_id|>``'s id
-            for instruct models. Pass ``[]`` to let EOS through: the response is then cut at the first
-            stop token (``eos_token_id``, default the model's EOS, or PAD); infilled middles drop them.
+        suppress_tokens: ids never emitted (MASK always is). None or ``[]`` = nothing else, as in LLaDA's
+            reference sampler: the model ends its answer with a stop token, and the response is cut at the
+            first one (``eos_token_id``); infilled middles drop them. ``[eos]`` (plus ``<|eot_id|>``'s id
+            for instruct models) forces the whole ``gen_length`` to be content.
+        eos_token_id: the stop ids the response is cut at (an id or a list); None = the model's EOS. PAD
+            always stops. Text front ends add ``<|eot_id|>`` when the tokenizer has it
+            (:func:`flexretrofit.models.tokenizer.stop_token_ids`).
         seed: seeds the generator used for Gumbel noise and random remasking (unless one is passed).
         return_trace: also return every step's state.
     """
