@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from flexretrofit.data.balancing import backbone_matmul_params  # the one count of the matmul weights
+
 
 def interleaved_times(fns: list[Callable[[], object]], repeats: int, warmup: int = 1) -> list[list[float]]:
     """Seconds of every run of every function, alternating A, B, A, B ... so machine load hits all alike.
@@ -141,17 +143,6 @@ def peak_bf16_flops(device_name: str) -> float | None:
         if key in device_name:
             return PEAK_BF16_FLOPS[key]
     return None
-
-
-def backbone_matmul_params(config) -> tuple[int, int]:
-    """(matmul weights every token goes through in the blocks, LM-head weights) of a LLaDA config.
-
-    Per block: q, k, v, attn_out (``d x d`` each, k/v ``d x kv``) and the SwiGLU MLP (``3 x d x mlp``).
-    The embedding is a lookup (no FLOPs); norms and rotary are elementwise (not counted).
-    """
-    d, mlp, kv = config.d_model, config.mlp_hidden_size, config.n_kv_heads * config.head_dim
-    per_block = 2 * d * d + 2 * d * kv + 3 * d * mlp
-    return config.n_layers * per_block, config.embedding_size * d
 
 
 FLOP_FORMULA = (

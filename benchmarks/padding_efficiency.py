@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from flexretrofit.data import DocumentChunker, FlexMDMCollator, LengthGroupedBatchSampler
+    from flexretrofit.data.balancing import MicroBatchCost, balanced_groups, collate_rows, split_rows
     from flexretrofit.models import LLaDAConfig, load_tokenizer
     from flexretrofit.testing import build_tiny_tokenizer
     from flexretrofit.training import load_config
@@ -120,23 +121,34 @@ def main(argv: list[str] | None = None) -> None:
     sampler = LengthGroupedBatchSampler(
         lengths, args.global_batch, mega_batch_factor=recipe.data.mega_batch_factor, seed=0
     )
+    cost = MicroBatchCost.for_model(config)
+    token_cap = micro * (args.max_length + 1)  # today's widest micro-batch: the peak-memory bound
+
+    def micro_batch_flops(noised) -> float:
+        width = noised["xt"].shape[1] + 1  # the slot position
+        masked = int(noised["logits_positions"].sum())
+        return retrofit_step_flops(config, [width] * noised["xt"].shape[0], masked, per_token, per_masked)
+
     real = padded = 0
-    widths, flops = [], []
+    widths, flops, balanced_flops = [], [], []
     for step in range(args.steps):
         # One global batch per step: epoch `step` of the sampler (HumanEval's 164 problems make only one).
         batch = sampler.global_batches(step)[0]
-        micro_flops = []
+        noised_batches = []
         for r, collator in enumerate(collators):
             rows = [chunks[i] for i in batch[r * micro : (r + 1) * micro]]
             real, padded = real + sum(map(len, rows)), padded + len(rows) * max(map(len, rows))
-            noised = collator.noise(collator.pad([{"input_ids": ids} for ids in rows]), step)
-            width = noised["xt"].shape[1] + 1  # the slot position
-            widths.append(width)
-            masked = int(noised["logits_positions"].sum())
-            micro_flops.append(
-                retrofit_step_flops(config, [width] * len(rows), masked, per_token, per_masked)
-            )
-        flops.append(micro_flops)
+            noised_batches.append(collator.noise(collator.pad([{"input_ids": ids} for ids in rows]), step))
+            widths.append(noised_batches[-1]["xt"].shape[1] + 1)
+        flops.append([micro_batch_flops(noised) for noised in noised_batches])
+        # data.balance: tokens: the same noised rows, regrouped as the trainer does (one micro-batch per GPU).
+        noised_rows = [row for noised in noised_batches for row in split_rows(noised)]
+        widths_and_masks = [(len(row["xt"]), len(row["masked_targets"])) for row in noised_rows]
+        groups = balanced_groups(
+            [w for w, _ in widths_and_masks], args.gpus, cost, token_cap, [m for _, m in widths_and_masks]
+        )
+        regrouped = [collate_rows([noised_rows[i] for i in g], tokenizer.pad_token_id) for g in groups]
+        balanced_flops.append([micro_batch_flops(noised) for noised in regrouped])
     generator = torch.Generator().manual_seed(0)
     shuffled = torch.randperm(len(lengths), generator=generator).tolist()
     random_batches = [shuffled[i : i + micro] for i in range(0, len(shuffled) - micro + 1, micro)]
@@ -152,18 +164,23 @@ def main(argv: list[str] | None = None) -> None:
         f"forward width (longest x_t + slot) per micro-batch: mean {mean_width:.0f}, "
         f"median {statistics.median(widths):.0f}, max {max(widths)} (published canvas: {args.max_length})"
     )
-    balanced = statistics.mean(sum(f) for f in flops)
+    work = statistics.mean(sum(f) for f in flops)
     # Data parallel with one micro-batch per GPU: every GPU waits for the widest micro-batch of the step.
     ours = statistics.mean(args.gpus * max(f) for f in flops)
+    balanced = statistics.mean(args.gpus * max(f) for f in balanced_flops)
     canvas_rows = [args.max_length] * args.global_batch
     published = retrofit_step_flops(
         config, canvas_rows, args.global_batch * args.max_length, per_token, per_masked
     )  # logits (and the head's adapter) at every position
     print(
-        f"model FLOPs per step (8B, LoRA r={recipe.lora.r}): ours {balanced:.3e} (the GPUs' work), "
-        f"{ours:.3e} (GPUs x the widest micro-batch: what synchronous steps cost), published layout "
-        f"{published:.3e}; ratios {balanced / published:.3f} / {ours / published:.3f}"
+        f"model FLOPs per step (8B, LoRA r={recipe.lora.r}): the GPUs' work {work:.3e} "
+        f"({statistics.mean(sum(f) for f in balanced_flops):.3e} balanced), GPUs x the widest micro-batch "
+        f"(what synchronous steps cost): unbalanced {ours:.3e}, balanced {balanced:.3e}; published layout "
+        f"{published:.3e}"
     )
+    for name, layout in (("unbalanced", flops), ("balanced", balanced_flops)):
+        spread = statistics.mean(max(f) / statistics.mean(f) for f in layout)
+        print(f"{name}: max/mean micro-batch cost over the {args.gpus} GPUs {spread:.3f} (mean over steps)")
     implied = published * PUBLISHED["steps"] / (PUBLISHED["gpu_hours"] * 3600 * PUBLISHED["peak_flops"])
     print(
         f"published: {PUBLISHED['steps']:,} steps in ~{PUBLISHED['gpu_hours']:.0f} H100-hours -> implied MFU "
@@ -173,8 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         hours = [f * PUBLISHED["steps"] / (mfu * PUBLISHED["peak_flops"] * 3600) for f in (ours, balanced)]
         print(
             f"projection at {label} MFU {mfu:.3f}: {hours[0]:,.0f} H100-hours for {PUBLISHED['steps']:,} steps "
-            f"({hours[1]:,.0f} if the micro-batches were balanced)"
+            f"unbalanced, {hours[1]:,.0f} with data.balance: tokens"
         )
+    # The last line, for scripts: synchronous step cost relative to the published layout's step.
+    print(
+        f"step cost vs published layout: unbalanced {ours / published:.3f}, balanced {balanced / published:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,25 +44,29 @@ def backbone_matmul_params(config) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class MicroBatchCost:
-    """Relative cost of a forward + backward over ``rows`` rows padded to ``width`` positions:
-    ``rows * width * (1 + width / attention_width)``.
+    """Relative cost of a forward + backward over ``rows`` rows padded to ``width`` positions, ``masked`` of
+    them MASKs that get logits: ``rows * width * (1 + width / attention_width) + masked * head_per_mask``.
 
     The linear layers cost ``4 P`` per position and attention ``12 n d W`` (``P`` block matmul weights,
     ``n`` layers, width ``d``; ``benchmarks/common.py`` has the full count), so attention matches the linear
-    layers at ``attention_width = P / (3 n d)`` positions (about 16k for LLaDA-8B).
+    layers at ``attention_width = P / (3 n d)`` positions (about 16k for LLaDA-8B); the LM head, run at MASK
+    positions only, costs ``head_per_mask = P_head / P`` of a position (about 0.08).
     """
 
     attention_width: float
+    head_per_mask: float = 0.0
 
-    def __call__(self, rows: int, width: int) -> float:
-        return rows * width * (1.0 + width / self.attention_width)
+    def __call__(self, rows: int, width: int, masked: int = 0) -> float:
+        return rows * width * (1.0 + width / self.attention_width) + masked * self.head_per_mask
 
     @classmethod
     def for_model(cls, config) -> MicroBatchCost:
         """The cost model of a LLaDA backbone's config (a FlexMDM's ``config.backbone`` or a LLaDA config)."""
         backbone = getattr(config, "backbone", None) or config
-        blocks, _ = backbone_matmul_params(backbone)
-        return cls(attention_width=blocks / (3 * backbone.n_layers * backbone.d_model))
+        blocks, head = backbone_matmul_params(backbone)
+        return cls(
+            attention_width=blocks / (3 * backbone.n_layers * backbone.d_model), head_per_mask=head / blocks
+        )
 
 
 def row_widths(batch: Mapping[str, Tensor]) -> list[int]:
@@ -119,14 +123,20 @@ def collate_rows(rows: Sequence[Mapping[str, Tensor]], pad_token_id: int) -> dic
 
 
 def balanced_groups(
-    widths: Sequence[int], num_groups: int, cost: MicroBatchCost, max_tokens: int | None = None
+    widths: Sequence[int],
+    num_groups: int,
+    cost: MicroBatchCost,
+    max_tokens: int | None = None,
+    masked: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Cut rows into ``num_groups`` non-empty groups of similar cost; returns row indices per group.
 
     Rows are sorted by width (widest first) and cut into contiguous runs, so rows of similar width share a
     forward pass. The largest group cost is minimised by bisection over a cost cap (the greedy cut is
-    optimal for a given cap); ``max_tokens`` also caps ``rows x padded width`` of every group (peak memory).
-    A row's forward width is its ``x_t`` width + 1 (the insertion slot after the last token).
+    optimal for a given cap), then lowered further by moving single rows out of the costliest group;
+    ``max_tokens`` caps ``rows x padded width`` of every group (peak memory).
+    A row's forward width is its ``x_t`` width + 1 (the insertion slot after the last token); ``masked``
+    gives each row's MASK count (logits positions), 0 if not given.
 
     Raises:
         ValueError: fewer rows than groups, a row wider than ``max_tokens``, or rows that need more than
@@ -136,6 +146,7 @@ def balanced_groups(
         raise ValueError(f"{len(widths)} rows cannot fill {num_groups} micro-batches; each needs one row.")
     order = sorted(range(len(widths)), key=lambda i: (-widths[i], i))
     forward = [widths[i] + 1 for i in order]
+    masks = [0 if masked is None else masked[i] for i in order]
     if max_tokens is not None and forward[0] > max_tokens:
         raise ValueError(
             f"a row is {forward[0]} positions wide, above the micro-batch token cap of {max_tokens}; raise "
@@ -149,7 +160,8 @@ def balanced_groups(
             # Rows come widest first, so a group's padded width is that of its first row.
             if group is not None:
                 rows, group_width = len(group) + 1, forward[group[0]]
-                fits = cost(rows, group_width) <= cap and (
+                group_masks = sum(masks[p] for p in group) + masks[position]
+                fits = cost(rows, group_width, group_masks) <= cap and (
                     max_tokens is None or rows * group_width <= max_tokens
                 )
                 if fits:
@@ -160,8 +172,11 @@ def balanced_groups(
             groups.append([position])
         return groups
 
-    low = max(cost(1, width) for width in forward)  # no group is cheaper than its widest row alone
-    high = cost(len(forward), forward[0])  # every row in one group: feasible unless the token cap forbids
+    def group_cost(group: list[int]) -> float:  # positions index the widest-first order
+        return cost(len(group), forward[min(group)], sum(masks[p] for p in group))
+
+    low = max(group_cost([p]) for p in range(len(forward)))  # no group is cheaper than its costliest row
+    high = group_cost(list(range(len(forward))))  # one group: feasible unless the token cap forbids
     if cut(high) is None:
         raise ValueError(
             f"{len(forward)} rows do not fit into {num_groups} micro-batches of at most {max_tokens} tokens; "
@@ -177,11 +192,40 @@ def balanced_groups(
     assert groups is not None  # high is always feasible
     while len(groups) < num_groups:  # split the costliest group that has two rows (cheaper halves)
         splittable = [g for g in groups if len(g) > 1]
-        largest = max(splittable, key=lambda g: cost(len(g), forward[g[0]]))
+        largest = max(splittable, key=group_cost)
         index = groups.index(largest)
         half = len(largest) // 2
         groups[index : index + 1] = [largest[:half], largest[half:]]
-    return [[order[position] for position in group] for group in groups]
+    _move_rows_off_the_costliest(groups, group_cost, forward, max_tokens)
+    return [[order[position] for position in sorted(group)] for group in groups]
+
+
+def _move_rows_off_the_costliest(groups, group_cost, forward, max_tokens) -> None:
+    """Local search after the contiguous cut: move one row at a time out of the costliest group into
+    another group that stays below it (a short row often fits a wider group's slack), while that lowers
+    the maximum. Contiguous cuts lose up to one row's cost to rounding; this wins most of it back."""
+    for _ in range(4 * sum(map(len, groups))):
+        costs = [group_cost(g) for g in groups]
+        worst = max(range(len(groups)), key=costs.__getitem__)
+        if len(groups[worst]) == 1:
+            return
+        best = None
+        for row in groups[worst]:
+            rest = [p for p in groups[worst] if p != row]
+            for target, group in enumerate(groups):
+                if target == worst:
+                    continue
+                grown = group + [row]
+                if max_tokens is not None and len(grown) * forward[min(grown)] > max_tokens:
+                    continue
+                peak = max(group_cost(rest), group_cost(grown))
+                if peak < costs[worst] and (best is None or peak < best[0]):
+                    best = (peak, row, target)
+        if best is None:
+            return
+        _, row, target = best
+        groups[worst].remove(row)
+        groups[target].append(row)
 
 
 def assign_groups(group_costs: Sequence[float], num_processes: int) -> list[list[int]]:
