@@ -174,7 +174,8 @@ def test_generation_config_from_settings_checks_field_names():
     settings = generation_settings(config)
     assert settings["steps"] == 8 and settings["confidence"] == "prob_diff" and "row_seeds" not in settings
     assert isinstance(
-        build_generation_config("mdm", {"gen_length": 16, "block_length": 8, "steps": 16}), MDMGenerationConfig
+        build_generation_config("mdm", {"gen_length": 16, "block_length": 8, "steps": 16}),
+        MDMGenerationConfig,
     )
     with pytest.raises(ValueError, match="gen_length"):
         build_generation_config("flex", {"gen_length": 16})
