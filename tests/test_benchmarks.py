@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -183,11 +185,22 @@ def test_padding_efficiency_measures_humaneval_and_projects_gpu_hours():
         ).groups()
     )
     assert 1.0 >= grouped > shuffled > canvas > 0.0
-    ours, synchronous, published = (
+    work, balanced_work, synchronous, balanced, published = (
         float(x)
-        for x in re.search(r"ours (\S+) \(the GPUs' work\), (\S+) \(.*published layout (\S+);", out).groups()
+        for x in re.search(
+            r"work (\S+) \((\S+) balanced\).*unbalanced (\S+), balanced (\S+); published layout (\S+)$",
+            out,
+            re.MULTILINE,
+        ).groups()
     )
-    assert ours <= synchronous <= published
+    assert work <= synchronous <= published and balanced_work <= balanced < synchronous
+    spreads = [float(x) for x in re.findall(r"max/mean micro-batch cost over the 16 GPUs (\S+)", out)]
+    assert len(spreads) == 2 and spreads[1] < spreads[0]  # unbalanced, then balanced
+    last = out.strip().splitlines()[-1]
+    ratios = re.fullmatch(r"step cost vs published layout: unbalanced (\S+), balanced (\S+)", last).groups()
+    assert tuple(map(float, ratios)) == pytest.approx(
+        (synchronous / published, balanced / published), abs=1e-3
+    )
     assert re.search(r"implied MFU 0\.2\d\d", out) and "H100-hours for 200,000 steps" in out
 
 

@@ -12,7 +12,7 @@ from flexretrofit.data.balancing import (
     collate_rows,
     split_rows,
 )
-from flexretrofit.models import LLaDAConfig
+from flexretrofit.models import FlexMDMConfig, LLaDAConfig
 from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm, tiny_llada
 from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 
@@ -110,6 +110,8 @@ def test_the_cost_model_of_llada_8b_makes_attention_a_small_term_at_1024():
     cost = MicroBatchCost.for_model(LLaDAConfig())
     assert 10_000 < cost.attention_width < 30_000
     assert cost(1, 1024) / (1024 * 1.0) < 1.1
+    # A FlexMDM is costed by its backbone.
+    assert MicroBatchCost.for_model(FlexMDMConfig(backbone_config=LLaDAConfig().to_dict())) == cost
 
 
 def _step_loss_and_grads(model, objective, micro_batches):

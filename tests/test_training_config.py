@@ -77,6 +77,20 @@ def test_published_retrofit_config_matches_the_paper():
     assert config.model.flex_config["unmask_schedule"] == {"name": "linear"}
 
 
+@pytest.mark.parametrize(
+    "name, balance",
+    [
+        ("retrofit_llada_8b.yaml", "tokens"),
+        ("instruct_gsm8k_8b.yaml", "tokens"),
+        ("instruct_infill_8b.yaml", "tokens"),
+        ("instruct_gsm8k_mdm_8b.yaml", "none"),  # a fixed canvas: every row is as wide, nothing to balance
+        ("tiny_retrofit_cpu.yaml", "none"),
+    ],
+)
+def test_the_8b_flexmdm_configs_balance_their_micro_batches(name, balance):
+    assert load_config(REPO / "recipes" / "configs" / name).data.balance == balance
+
+
 def test_overrides_are_parsed_as_yaml_and_merged():
     nested = parse_overrides(["train.max_steps=10", "lora.enabled=false", "optim.betas=[0.9, 0.95]"])
     assert nested == {"train": {"max_steps": 10}, "lora": {"enabled": False}, "optim": {"betas": [0.9, 0.95]}}

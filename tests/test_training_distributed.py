@@ -3,7 +3,8 @@
 The 2-process run (micro batch 4 per rank) and the 1-process run (micro batch 4, 2 accumulation steps) see
 the same global batches, noise and dropout (slot r * accumulation + m of each step), so their losses and
 weights agree to float rounding. The ZeRO-3 run is also stopped and resumed from its checkpoint, and its
-export (16-bit gather) loads with ``from_pretrained`` and generates.
+export (16-bit gather) loads with ``from_pretrained`` and generates. With ``data.balance=tokens`` the two
+layouts again agree (balanced vs fixed on one process: tests/test_training_balance.py).
 """
 
 import os
@@ -78,6 +79,29 @@ def runs(tmp_path_factory):
     return single, zero3
 
 
+@pytest.fixture(scope="module")
+def balanced_runs(runs):
+    """data.balance=tokens on 1 process (2 accumulation slots) and on 2 ZeRO-3 processes: the same rows
+    regrouped the same way, and each regrouped micro-batch keeps its slot's dropout seed."""
+    single_balanced, zero3_balanced = (
+        runs[0].parent / name for name in ("single_balanced", "zero3_balanced")
+    )
+    config = runs[0].with_suffix(".yaml")
+    overrides = ["data.balance=tokens", "eval.every=0"]
+    run(
+        [
+            sys.executable,
+            str(RECIPE),
+            "--config",
+            str(config),
+            *overrides,
+            f"train.output_dir={single_balanced}",
+        ]
+    )
+    launch_zero3(config, *overrides, f"train.output_dir={zero3_balanced}")
+    return single_balanced, zero3_balanced
+
+
 def test_the_run_is_really_distributed_with_zero3(runs):
     _, zero3 = runs
     starts = read_log(zero3 / "log.jsonl", "start")
@@ -129,3 +153,19 @@ def test_zero3_export_loads_and_generates(runs):
     assert prompt.shape[1] < length <= 48  # the model inserted tokens after the prompt
     assert torch.equal(out.sequences[0, : prompt.shape[1]], prompt[0])
     assert not (out.sequences[0, :length] == model.config.mask_token_id).any()
+
+
+def test_balanced_zero3_matches_a_balanced_single_process_run(balanced_runs):
+    single, zero3 = balanced_runs
+    assert [s["num_processes"] for s in read_log(zero3 / "log.jsonl", "start")] == [2]
+    expected = read_log(single / "log.jsonl", "train")
+    got = read_log(zero3 / "log.jsonl", "train")
+    assert [r["step"] for r in got] == [r["step"] for r in expected] == [1, 2, 3, 4]
+    for a, b in zip(got, expected):
+        assert (a["loss_tokens"], a["tokens"]) == (b["loss_tokens"], b["tokens"])
+        for key in ("loss", "unmask_loss", "insertion_loss", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    expected_weights = load_file(single / "final" / "model.safetensors")
+    got_weights = load_file(zero3 / "final" / "model.safetensors")
+    for name in expected_weights:
+        torch.testing.assert_close(got_weights[name], expected_weights[name], atol=1e-5, rtol=1e-4, msg=name)

@@ -165,19 +165,28 @@ def launch_two_processes(config: Path, *overrides: str) -> None:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_processes_stream_their_own_shares_and_resume_exactly(tiny, tmp_path):
-    def config_file(out):
+    def config_file(out, balance="none"):
         config = streaming_config(tiny, out, **{"train.max_steps": 4, "train.save_every": 2, "eval.every": 2})
         config.data.shuffle_buffer = 8  # 2 batches of 4 per process and window
+        config.data.balance = balance
+        config.lora.dropout = 0.0  # dropout masks follow micro-batches: without it balancing changes nothing
         path = out.with_suffix(".yaml")
         path.write_text(yaml.safe_dump(config.to_dict()))
         return path
 
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    # The fixed layout straight through; the balanced one (each rank gathers the shares, regroups the rows)
+    # straight through and stopped + resumed in fresh processes.
+    straight, balanced, resumed = tmp_path / "straight", tmp_path / "balanced", tmp_path / "resumed"
     launch_two_processes(config_file(straight))
-    launch_two_processes(config_file(resumed), "train.stop_at_step=2")
-    launch_two_processes(config_file(resumed), "train.resume_from=latest")
+    launch_two_processes(config_file(balanced, "tokens"))
+    launch_two_processes(config_file(resumed, "tokens"), "train.stop_at_step=2")
+    launch_two_processes(config_file(resumed, "tokens"), "train.resume_from=latest")
     assert read_log(resumed / "log.jsonl", "start")[0]["num_processes"] == 2
-    assert train_losses(resumed) == train_losses(straight) and sorted(train_losses(straight)) == [1, 2, 3, 4]
+    assert train_losses(resumed) == train_losses(balanced) and sorted(train_losses(balanced)) == [1, 2, 3, 4]
+    expected = read_log(straight / "log.jsonl", "train")
+    for got, want in zip(read_log(balanced / "log.jsonl", "train"), expected, strict=True):
+        assert (got["loss_tokens"], got["tokens"]) == (want["loss_tokens"], want["tokens"])
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), got["step"]
     state = json.loads((list_checkpoints(resumed)[0] / "trainer_state.json").read_text())
     ranks = state["sampler"]["per_rank"]
     assert [(r["rank"], r["world_size"], r["position"]) for r in ranks] == [(0, 2, 2), (1, 2, 2)]

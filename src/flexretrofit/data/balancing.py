@@ -8,7 +8,8 @@ draws it (each slot's collator noises its rows as before) and only moves the noi
 1. :func:`split_rows` cuts every noised micro-batch into rows, each trimmed to its own ``x_t`` width;
 2. :func:`balanced_groups` sorts the rows by width and cuts them into as many groups as there are micro-batch
    slots (processes x accumulation steps), contiguous in width order so a group pads little, with the
-   largest group cost as small as possible and no group above a token cap;
+   largest group cost as small as possible and no group above a token cap; single rows then move off the
+   costliest group where that lowers it;
 3. :func:`assign_groups` gives each process the same number of groups, in rounds of similar cost;
 4. :func:`collate_rows` pads a group back into a micro-batch of the collator's format.
 
@@ -61,8 +62,9 @@ class MicroBatchCost:
 
     @classmethod
     def for_model(cls, config) -> MicroBatchCost:
-        """The cost model of a LLaDA backbone's config (a FlexMDM's ``config.backbone`` or a LLaDA config)."""
-        backbone = getattr(config, "backbone", None) or config
+        """The cost model of a LLaDA backbone's config (a FlexMDM's ``config.backbone_config`` or a LLaDA
+        config)."""
+        backbone = getattr(config, "backbone_config", None) or config
         blocks, head = backbone_matmul_params(backbone)
         return cls(
             attention_width=blocks / (3 * backbone.n_layers * backbone.d_model), head_per_mask=head / blocks

@@ -19,13 +19,6 @@ from typing import Any, Literal
 
 import yaml
 
-from flexretrofit.diffusion.loss import INSERTION_WEIGHTINGS
-
-MODEL_KINDS = ("flexmdm", "mdm")
-DATA_FORMATS = ("corpus", "gsm8k", "infill", "prompt_completion")
-DTYPES = ("float32", "bfloat16", "float16")
-REPORT_TO = ("none", "tensorboard", "wandb")
-
 
 @dataclass
 class ModelConfig:
@@ -100,6 +93,14 @@ class DataConfig:
             the first ``eval.num_samples`` of ``eval_sources`` (a stream has no held-out split).
         shuffle_buffer: with ``streaming``: samples each process reads, shuffles and length-groups at a
             time, a multiple of its batch (``train.global_batch_size / processes``).
+        balance: ``tokens`` regroups every noised global batch into micro-batches of about equal cost
+            (rows of similar ``x_t`` width together, :mod:`flexretrofit.data.balancing`), so no process waits
+            for the one that drew the largest times; ``none`` keeps ``train.micro_batch_size`` rows per
+            micro-batch. The gradient is the same either way (dropout masks follow micro-batches, so with
+            dropout the draws differ).
+        max_tokens_per_micro_batch: with ``balance: tokens``, the most ``rows x padded width`` positions of a
+            micro-batch (peak memory); None = ``micro_batch_size x (longest sample + 1)``, today's widest
+            micro-batch. It may not be lower than that: every global batch must fit.
     """
 
     format: Literal["corpus", "gsm8k", "infill", "prompt_completion"] = "corpus"
@@ -115,6 +116,8 @@ class DataConfig:
     num_proc: int | None = None
     streaming: bool = False
     shuffle_buffer: int = 8192
+    balance: Literal["none", "tokens"] = "none"
+    max_tokens_per_micro_batch: int | None = None
 
 
 @dataclass
@@ -258,16 +261,6 @@ def _build(cls: type, values: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-_CHOICES = {
-    (ModelConfig, "kind"): MODEL_KINDS,
-    (ModelConfig, "dtype"): DTYPES,
-    (DataConfig, "format"): DATA_FORMATS,
-    (TrainConfig, "mixed_precision"): ("no", "bf16"),
-    (TrainConfig, "insertion_loss_weighting"): INSERTION_WEIGHTINGS,
-    (TrainConfig, "report_to"): REPORT_TO,
-    (ExportConfig, "lora"): ("merge", "adapter"),
-    (ExportConfig, "dtype"): (*DTYPES, None),
-}
 _NESTED: dict[tuple[type, str], Any] = {
     (RecipeConfig, "model"): ModelConfig,
     (RecipeConfig, "lora"): LoRAConfig,
@@ -284,12 +277,23 @@ _NESTED: dict[tuple[type, str], Any] = {
 def _check_choice(cls: type, name: str, value: Any, key: str) -> Any:
     if (cls, name) == (TrainConfig, "mixed_precision") and value is False:
         value = "no"  # YAML 1.1 reads an unquoted `no` as false
-    choices = _CHOICES.get((cls, name))
-    if choices is not None and value not in choices:
+    choices = _literal_choices(typing.get_type_hints(cls)[name])
+    if choices and value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {list(choices)}.")
     if (cls, name) == (OptimConfig, "betas"):
         return tuple(float(b) for b in value)
     return _coerce(typing.get_type_hints(cls)[name], value, key)
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal[...]`` annotation (``| None`` adds None); () for any other."""
+    options = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
+    choices = tuple(v for o in options if typing.get_origin(o) is typing.Literal for v in typing.get_args(o))
+    return choices + (None,) if choices and type(None) in options else choices
 
 
 def _coerce(annotation: Any, value: Any, key: str) -> Any:

@@ -19,6 +19,10 @@ retrofit is right are easier to get right, and to read, when they are written ou
 One step, in order: take the next global batch of sample indices; keep this rank's slice; split it into
 ``accumulation`` micro-batches; noise each with its slot's collator; all-reduce the loss-token count; for
 each micro-batch run the objective and backward; clip, step the optimizer and the learning-rate schedule.
+With ``data.balance: tokens`` every rank takes and noises the whole global batch (each slot exactly as above),
+then keeps its share of the rows regrouped into micro-batches of about equal cost
+(:mod:`flexretrofit.data.balancing`): same loss terms and normaliser, so the same gradient, without every
+process waiting for the micro-batch that drew the largest times.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
+from flexretrofit.data.balancing import (
+    MicroBatchCost,
+    assign_groups,
+    balanced_groups,
+    collate_rows,
+    split_rows,
+)
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
 from flexretrofit.training.checkpointing import (
@@ -53,7 +64,7 @@ from flexretrofit.training.metrics import MetricsLogger
 from flexretrofit.training.model_card import model_card
 from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 from flexretrofit.training.progress import ProgressBar, flat_config
-from flexretrofit.training.validation import batch_layout, check_output_dir
+from flexretrofit.training.validation import batch_layout, check_output_dir, micro_batch_token_cap
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -108,10 +119,15 @@ class Trainer:
                 insertion_weighting=config.train.insertion_loss_weighting,
             )
         )
-        self.collators = [
-            self._collator(model_config, slot, self.world_size * self.accumulation, config.train.seed)
-            for slot in self._slots()
-        ]
+        num_slots = self.world_size * self.accumulation
+        # Balanced: every rank noises the whole global batch (the noise of each slot is seeded as before)
+        # and keeps its share of the regrouped rows; otherwise a rank noises only its own slots.
+        self.balance = config.data.balance == "tokens"
+        slots = range(num_slots) if self.balance else self._slots()
+        self.collators = [self._collator(model_config, slot, num_slots, config.train.seed) for slot in slots]
+        self.pad_token_id = model_config.pad_token_id
+        self.micro_batch_cost = MicroBatchCost.for_model(model_config)
+        self.token_cap = micro_batch_token_cap(config)
 
         self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         optimizer = build_optimizer(model, config.optim)
@@ -150,8 +166,8 @@ class Trainer:
                 config.train.global_batch_size,
                 mega_batch_factor=mega_batch_factor,
                 seed=config.train.seed,
-                rank=self.rank,
-                world_size=self.world_size,
+                rank=0 if self.balance else self.rank,  # balanced: every rank takes the whole global batch
+                world_size=1 if self.balance else self.world_size,
             )
         self.eval_batches = self._fixed_eval_batches(eval_dataset, model_config)
 
@@ -242,8 +258,11 @@ class Trainer:
                 batches = iter(self.sampler)
                 continue
             samples = batch if self.streaming else _rows(self.train_dataset, batch)
-            micro_batches = self._noise(samples)
-            metrics = self.train_step(micro_batches, num_tokens=sum(len(s["input_ids"]) for s in samples))
+            if self.balance:
+                micro_batches, num_tokens = self._noise_balanced(samples)
+            else:
+                micro_batches, num_tokens = self._noise(samples), sum(len(s["input_ids"]) for s in samples)
+            metrics = self.train_step(micro_batches, num_tokens=num_tokens)
             self.step += 1
             metrics.update(step=self.step, step_time=time.perf_counter() - started)
             metrics["tokens_per_s"] = metrics["tokens"] / metrics["step_time"]
@@ -283,6 +302,38 @@ class Trainer:
             collator.noise(collator.pad(samples[m * size : (m + 1) * size]), self.step)
             for m, collator in enumerate(self.collators)
         ]
+
+    def _noise_balanced(self, samples: list[dict]) -> tuple[list[dict[str, torch.Tensor]], int]:
+        """The whole global batch, noised slot by slot as the fixed layout does, regrouped into micro-batches of
+        about equal cost; returns this rank's ``accumulation`` micro-batches and its rows' clean token count.
+
+        ``samples`` is the global batch (map datasets: the sampler yields all of it to every rank) or this
+        rank's share of a stream (gathered here, rank order, so slot ``s`` holds the same samples as before).
+        """
+        if self.streaming and self.world_size > 1:
+            samples = gather_object(samples)
+        size = self.micro_batch_size
+        rows, lengths = [], []
+        for slot, collator in enumerate(self.collators):
+            chunk = samples[slot * size : (slot + 1) * size]
+            rows += split_rows(collator.noise(collator.pad(chunk), self.step))
+            lengths += [len(sample["input_ids"]) for sample in chunk]
+        groups = balanced_groups(
+            [len(row["xt"]) for row in rows],
+            len(self.collators),
+            self.micro_batch_cost,
+            self.token_cap,
+            masked=[len(row["masked_targets"]) for row in rows],
+        )
+        costs = [
+            self.micro_batch_cost(
+                len(g), 1 + max(len(rows[i]["xt"]) for i in g), sum(len(rows[i]["masked_targets"]) for i in g)
+            )
+            for g in groups
+        ]
+        mine = [groups[g] for g in assign_groups(costs, self.world_size)[self.rank]]
+        micro_batches = [collate_rows([rows[i] for i in group], self.pad_token_id) for group in mine]
+        return micro_batches, sum(lengths[i] for group in mine for i in group)
 
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]], num_tokens: int = 0) -> dict[str, Any]:
         """One optimizer step over this rank's micro-batches.

@@ -143,6 +143,32 @@ def _check_streaming(config: RecipeConfig, world_size: int) -> None:
         )
 
 
+def micro_batch_token_cap(config: RecipeConfig) -> int:
+    """``data.max_tokens_per_micro_batch`` or its default: ``micro_batch_size x (longest sample + 1)``
+    positions, what the fixed layout's widest micro-batch holds (a FlexMDM runs one slot past ``x_t``)."""
+    widest = (config.data.canvas_length or config.data.max_length) + 1
+    cap = config.data.max_tokens_per_micro_batch
+    return config.train.micro_batch_size * widest if cap is None else cap
+
+
+def _check_balance(config: RecipeConfig) -> None:
+    """A token cap below the fixed layout's widest micro-batch could leave a global batch with no fit."""
+    if config.data.max_tokens_per_micro_batch is None:
+        return
+    if config.data.balance != "tokens":
+        raise ConfigError(
+            "data.max_tokens_per_micro_batch caps balanced micro-batches; set data.balance=tokens or remove it."
+        )
+    widest = (config.data.canvas_length or config.data.max_length) + 1
+    least = config.train.micro_batch_size * widest
+    if config.data.max_tokens_per_micro_batch < least:
+        raise ConfigError(
+            f"data.max_tokens_per_micro_batch={config.data.max_tokens_per_micro_batch} is below "
+            f"train.micro_batch_size x (longest sample + 1) = {config.train.micro_batch_size} x {widest} = "
+            f"{least}, so a global batch of long samples would not fit; use >= {least} or null (= {least})."
+        )
+
+
 def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int]:
     """Check a config against the data on disk, the model's length limit and ``world_size``.
 
@@ -202,6 +228,7 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
         )
     check_optim(config.optim)
     layout = batch_layout(train, world_size)
+    _check_balance(config)
     if config.data.streaming:
         _check_streaming(config, world_size)
     if config.lora.enabled:
