@@ -48,7 +48,7 @@ smoke-instruct: $(STAMP) smoke-retrofit
 	DS_ACCELERATOR=cpu $(BIN)/python recipes/instruct.py --config recipes/configs/tiny_instruct_mdm_cpu.yaml
 
 ## Evaluations (eval/gsm8k.py, eval/humaneval_infill.py; `--help` lists every setting):
-##   make eval-gsm8k MODEL=runs/instruct_gsm8k_8b/final DATA=gsm8k_test.jsonl PRESET=published
+##   make eval-gsm8k MODEL=runs/instruct_gsm8k_8b/final PRESET=published
 ##   make eval-infill MODEL=runs/instruct_infill_8b/final SAMPLER=mdm VARIANT=multi_line
 ## Variables: MODEL, DATA (default: the shipped GSM8K test split; a JSONL path, or `hub` for openai/gsm8k),
 ## SAMPLER=flex|mdm, STEPS,
