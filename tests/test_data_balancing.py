@@ -8,6 +8,7 @@ from flexretrofit.data import FlexMDMCollator, MDMCollator
 from flexretrofit.data.balancing import (
     MicroBatchCost,
     assign_groups,
+    balance_micro_batches,
     balanced_groups,
     collate_rows,
     split_rows,
@@ -142,7 +143,12 @@ def test_balanced_micro_batches_give_the_same_loss_and_gradients_in_fp64(kind, t
         batches = _fixed_layout(MDMCollator, tokenizer, _samples(16, seed=2), slots=4)
     for batch in batches:
         batch["t"] = batch["t"].double()
-    _, _, balanced = _balanced(batches, 4, 2, tokenizer.pad_token_id)
+    balanced, held = [], []  # what each of 2 processes runs, as the trainer calls it
+    for rank in range(2):
+        mine, rows = balance_micro_batches(batches, 2, rank, COST, None, tokenizer.pad_token_id)
+        assert len(mine) == 2  # every process runs the same number of forward passes
+        balanced, held = balanced + mine, held + rows
+    assert sorted(held) == list(range(16))  # every row once
     assert [b["xt"].shape for b in balanced] != [b["xt"].shape for b in batches]  # really regrouped
     fixed_loss, fixed_grads = _step_loss_and_grads(model, objective, batches)
     balanced_loss, balanced_grads = _step_loss_and_grads(model, objective, balanced)

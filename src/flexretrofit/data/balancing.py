@@ -230,6 +230,28 @@ def _move_rows_off_the_costliest(groups, group_cost, forward, max_tokens) -> Non
         groups[target].append(row)
 
 
+def balance_micro_batches(
+    micro_batches: Sequence[Mapping[str, Tensor]],
+    num_processes: int,
+    rank: int,
+    cost: MicroBatchCost,
+    max_tokens: int | None,
+    pad_token_id: int,
+) -> tuple[list[dict[str, Tensor]], list[int]]:
+    """The whole pipeline: every slot's noised micro-batch of a global batch (slot order) -> this process's
+    ``len(micro_batches) / num_processes`` balanced micro-batches, and the global row indices they hold
+    (row ``i`` is row ``i % B`` of slot ``i // B`` for slots of ``B`` rows)."""
+    rows = [row for batch in micro_batches for row in split_rows(batch)]
+    widths = [len(row["xt"]) for row in rows]
+    masked = [len(row["masked_targets"]) for row in rows]
+    groups = balanced_groups(widths, len(micro_batches), cost, max_tokens, masked)
+    costs = [cost(len(g), 1 + max(widths[i] for i in g), sum(masked[i] for i in g)) for g in groups]
+    mine = [groups[g] for g in assign_groups(costs, num_processes)[rank]]
+    return [collate_rows([rows[i] for i in group], pad_token_id) for group in mine], [
+        i for g in mine for i in g
+    ]
+
+
 def assign_groups(group_costs: Sequence[float], num_processes: int) -> list[list[int]]:
     """Group indices per process, ``len(group_costs) / num_processes`` each, in rounds of similar cost.
 

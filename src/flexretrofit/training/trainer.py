@@ -43,13 +43,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
-from flexretrofit.data.balancing import (
-    MicroBatchCost,
-    assign_groups,
-    balanced_groups,
-    collate_rows,
-    split_rows,
-)
+from flexretrofit.data.balancing import MicroBatchCost, balance_micro_batches
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
 from flexretrofit.training.checkpointing import (
@@ -296,7 +290,7 @@ class Trainer:
         self.accelerator.log(numbers, step=self.step)
 
     def _noise(self, samples: list[dict]) -> list[dict[str, torch.Tensor]]:
-        """This rank's slice of the global batch -> one noised micro-batch per accumulation slot."""
+        """Samples -> one noised micro-batch per collator's slot (this rank's slots, or all when balancing)."""
         size = self.micro_batch_size
         return [
             collator.noise(collator.pad(samples[m * size : (m + 1) * size]), self.step)
@@ -312,28 +306,15 @@ class Trainer:
         """
         if self.streaming and self.world_size > 1:
             samples = gather_object(samples)
-        size = self.micro_batch_size
-        rows, lengths = [], []
-        for slot, collator in enumerate(self.collators):
-            chunk = samples[slot * size : (slot + 1) * size]
-            rows += split_rows(collator.noise(collator.pad(chunk), self.step))
-            lengths += [len(sample["input_ids"]) for sample in chunk]
-        groups = balanced_groups(
-            [len(row["xt"]) for row in rows],
-            len(self.collators),
+        micro_batches, rows = balance_micro_batches(
+            self._noise(samples),
+            self.world_size,
+            self.rank,
             self.micro_batch_cost,
             self.token_cap,
-            masked=[len(row["masked_targets"]) for row in rows],
+            self.pad_token_id,
         )
-        costs = [
-            self.micro_batch_cost(
-                len(g), 1 + max(len(rows[i]["xt"]) for i in g), sum(len(rows[i]["masked_targets"]) for i in g)
-            )
-            for g in groups
-        ]
-        mine = [groups[g] for g in assign_groups(costs, self.world_size)[self.rank]]
-        micro_batches = [collate_rows([rows[i] for i in group], self.pad_token_id) for group in mine]
-        return micro_batches, sum(lengths[i] for group in mine for i in group)
+        return micro_batches, sum(len(samples[i]["input_ids"]) for i in rows)
 
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]], num_tokens: int = 0) -> dict[str, Any]:
         """One optimizer step over this rank's micro-batches.
