@@ -20,14 +20,7 @@ import resource
 import subprocess
 import sys
 
-import torch
-from common import interleaved_median_times
-
-from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, sample_interpolant
-from flexretrofit.models.flexmdm import FlexMDMConfig
-from flexretrofit.models.llada import attention_pattern
-from flexretrofit.models.lora import apply_lora
-from flexretrofit.testing import tiny_flexmdm
+# torch and flexretrofit (~7 s to import) are imported where they are used, after main() checked the flags.
 
 
 def speed(
@@ -38,16 +31,25 @@ def speed(
     layers: int,
     vocab: int,
     lora: bool = False,
-    modulation_group_size: int = FlexMDMConfig.modulation_group_size,
+    modulation_group_size: int | None = None,
 ) -> None:
     """Forward + backward of both models on the same ids, with token logits at the MASK positions only
     (what both training objectives ask for): ``[N, V]`` with N ~ half of ``batch x length``.
 
     ``lora``: as in the retrofit, the backbone is frozen and LoRA (r = 16, the published targets) and the
     new modules train, so the backward computes activation gradients, not the backbone's weight gradients.
-    ``modulation_group_size``: blocks sharing one AdaLN layer; the default is the shipped (and published)
-    FlexMDM's, not the tiny test models' 1.
+    ``modulation_group_size``: blocks sharing one AdaLN layer; the default (None) is the shipped (and
+    published) FlexMDM's, not the tiny test models' 1.
     """
+    import torch
+    from common import interleaved_median_times
+
+    from flexretrofit.models.flexmdm import FlexMDMConfig
+    from flexretrofit.models.lora import apply_lora
+    from flexretrofit.testing import tiny_flexmdm
+
+    if modulation_group_size is None:
+        modulation_group_size = FlexMDMConfig.modulation_group_size
     heads = max(1, d_model // 64)
     model = tiny_flexmdm(
         seed=0,
@@ -100,6 +102,10 @@ def attention_mask_bytes(batch: int, length: int) -> dict[str, int]:
     bias in the model dtype on every call: twice that in bf16); ``padded`` / ``unpadded``: the tensors of
     the model's :class:`~flexretrofit.models.llada.AttentionPattern` for a batch with / without padding.
     """
+    import torch
+
+    from flexretrofit.models.llada import attention_pattern
+
     n = length + 1
     lengths = torch.full((batch,), length)
     lengths[0] = max(1, length // 2)
@@ -129,6 +135,11 @@ def print_mask_memory(shapes: list[tuple[int, int]]) -> None:
 
 def loss_peak_memory(gather: bool, length: int) -> dict:
     """Runs in a fresh process: peak resident memory added by one loss forward+backward."""
+    import torch
+
+    from flexretrofit.diffusion import flexmdm_loss, masked_positions_and_targets, sample_interpolant
+    from flexretrofit.testing import tiny_flexmdm
+
     tok_vocab = 126464
     model = tiny_flexmdm(
         seed=0,
@@ -178,7 +189,7 @@ def loss_peak_memory(gather: bool, length: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
@@ -189,21 +200,23 @@ def main() -> None:
     parser.add_argument(
         "--modulation-group-size",
         type=int,
-        default=FlexMDMConfig.modulation_group_size,
         help="blocks sharing one AdaLN layer (default: the shipped FlexMDM's)",
     )
     parser.add_argument("--lora", action="store_true", help="frozen backbone + LoRA, as in the retrofit")
     parser.add_argument("--skip-memory", action="store_true", help="only the speed comparison")
     parser.add_argument("--memory-length", type=int, default=1024)
     parser.add_argument("--_memory_child", choices=["gather", "full"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args._memory_child:
         print(json.dumps(loss_peak_memory(args._memory_child == "gather", args.memory_length)))
         return
-    torch.manual_seed(0)
     for name in ("batch", "length", "repeats", "d_model", "layers", "vocab", "modulation_group_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    import torch
+
+    torch.manual_seed(0)
     speed(
         args.batch,
         args.length,

@@ -22,8 +22,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import retrofit_step_flops
-
 PUBLISHED = dict(steps=200_000, gpu_hours=1000.0, peak_flops=989e12)  # H100 SXM dense bf16
 
 
@@ -65,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.global_batch % args.gpus or min(args.max_length, args.steps, args.gpus) < 1:
         parser.error("--global-batch must divide by --gpus, and every size must be >= 1")
 
+    # Only now the heavy imports (common loads torch and flexretrofit): a mistake is reported at once.
     import torch
+    from common import retrofit_step_flops
 
     from flexretrofit.data import DocumentChunker, FlexMDMCollator, LengthGroupedBatchSampler
     from flexretrofit.data.balancing import MicroBatchCost, balanced_groups, collate_rows, split_rows

@@ -1,5 +1,10 @@
-"""The benchmark scripts run and print their ratios (tiny shapes; the numbers themselves are not checked)."""
+"""The benchmark scripts run and print their ratios (tiny shapes; the numbers themselves are not checked).
 
+Each script runs once as its own command line (a new process: exit status and stderr as a user sees them);
+the other tests call its ``main`` in this process, which spares a Python + torch start (~7 s) each.
+"""
+
+import importlib.util
 import json
 import os
 import re
@@ -19,36 +24,36 @@ def run_benchmark(name, *args):
     )
 
 
-def test_bench_model_takes_the_shape_flags_and_prints_the_ratio():
-    result = run_benchmark(
-        "bench_model.py",
-        "--d-model",
-        "64",
-        "--layers",
-        "2",
-        "--length",
-        "16",
-        "--batch",
-        "2",
-        "--vocab",
-        "1000",
-        "--repeats",
-        "1",
-        "--skip-memory",
+@pytest.fixture
+def load_script(monkeypatch):
+    """``load_script(NAME)``: benchmarks/NAME.py as a module, imported as ``python benchmarks/NAME.py`` imports
+    it (its folder first on sys.path, for ``common``); a fresh module each call, so patches stay in one test."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(Path(name).stem, REPO / "benchmarks" / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+def test_bench_model_takes_the_shape_flags_and_prints_the_ratio(load_script, capsys):
+    load_script("bench_model.py").main(
+        "--d-model 64 --layers 2 --length 16 --batch 2 --vocab 1000 --repeats 1 --skip-memory".split()
     )
-    assert result.returncode == 0, result.stderr
-    assert "2 layers d=64, vocabulary 1,000" in result.stdout
-    assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", result.stdout)
+    out = capsys.readouterr().out
+    assert "2 layers d=64, vocabulary 1,000" in out
+    assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", out)
 
 
-def test_bench_model_times_the_retrofit_setting_with_a_frozen_backbone():
-    result = run_benchmark(
-        "bench_model.py", "--d-model", "32", "--layers", "1", "--length", "8", "--batch", "2", "--repeats", "1",
-        "--skip-memory", "--lora",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "vocabulary 384, frozen backbone + LoRA" in result.stdout
-    assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", result.stdout)
+def test_bench_model_times_the_retrofit_setting_with_a_frozen_backbone(load_script, capsys):
+    tiny = "--d-model 32 --layers 1 --length 8 --batch 2 --repeats 1 --skip-memory"
+    load_script("bench_model.py").main([*tiny.split(), "--lora"])
+    out = capsys.readouterr().out
+    assert "vocabulary 384, frozen backbone + LoRA" in out
+    assert re.search(r"ratio FlexMDM/LLaDA \d+\.\d\d", out)
 
 
 def test_bench_model_refuses_a_zero_size():
@@ -56,23 +61,12 @@ def test_bench_model_refuses_a_zero_size():
     assert result.returncode == 2 and "--layers must be >= 1" in result.stderr
 
 
-def test_bench_model_prints_the_attention_mask_memory_at_8_x_1024():
-    result = run_benchmark(
-        "bench_model.py",
-        "--d-model",
-        "32",
-        "--layers",
-        "1",
-        "--length",
-        "8",
-        "--batch",
-        "2",
-        "--repeats",
-        "1",
-        "--skip-memory",
+def test_bench_model_prints_the_attention_mask_memory_at_8_x_1024(load_script, capsys):
+    load_script("bench_model.py").main(
+        "--d-model 32 --layers 1 --length 8 --batch 2 --repeats 1 --skip-memory".split()
     )
-    assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("8 x 1024"))
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.strip().startswith("8 x 1024"))
     # dense [8, 1025, 1025] bool vs the key-padding mask and the slot's keys, [8, 1025] each; nothing unpadded
     assert "8,405,000 B" in line and "16,400 B" in line and line.endswith("no padding 0 B")
 
@@ -147,8 +141,13 @@ def test_gpu_check_tiny_runs_every_section_through_the_real_code(tmp_path):
         assert row in stdout
 
 
-def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(tmp_path):
-    report, stdout = gpu_check_report(tmp_path, "--budget-s", "0.001")
+def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(
+    tmp_path, load_script, capsys, monkeypatch
+):
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    out = tmp_path / "gpu_check.json"
+    assert load_script("gpu_check.py").main(["--tiny", "--out", str(out), "--budget-s", "0.001"]) == 0
+    report, stdout = json.loads(out.read_text()), capsys.readouterr().out
     check_keys(report)
     sections = [
         *report["forward"].values(),
@@ -161,22 +160,28 @@ def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(tmp
     assert "skipped" in stdout
 
 
-def test_gpu_check_refuses_bad_flags_before_building_anything(tmp_path):
-    script = str(REPO / "benchmarks" / "gpu_check.py")
+def test_gpu_check_refuses_bad_flags_before_building_anything(tmp_path, load_script, capsys):
+    gpu_check = load_script("gpu_check.py")
+
+    def build_models(*args):
+        raise AssertionError("built a model for flags it refuses")
+
+    gpu_check.build_models = build_models
     for args, message in (
         (["--tiny", "--weights", str(tmp_path)], "drop --tiny"),
         (["--weights", str(tmp_path), "--device", "cpu"], "has no config.json"),
         (["--tiny", "--budget-s", "0"], "--budget-s must be > 0"),
     ):
-        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
-        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
-        assert "Traceback" not in result.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            gpu_check.main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
 
 
-def test_padding_efficiency_measures_humaneval_and_projects_gpu_hours():
-    result = run_benchmark("padding_efficiency.py", "--steps", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+def test_padding_efficiency_measures_humaneval_and_projects_gpu_hours(load_script, capsys):
+    load_script("padding_efficiency.py").main(["--steps", "2"])
+    out = capsys.readouterr().out
     assert "HumanEval (prompt + canonical solution): 164 documents" in out
     grouped, shuffled, canvas = (
         float(x)

@@ -112,15 +112,21 @@ def test_check_completion_judges_the_middle_with_the_tests_and_optionally_restor
 
 
 @pytest.mark.slow
-def test_every_canonical_line_passes_in_the_sandbox(single_line):
+def test_every_canonical_line_passes_in_the_sandbox(single_line, canonical_humaneval):
+    # The first line of each problem is judged once per session for three tests (conftest.py); the rest here.
+    shared = dict(zip((t.task_id for t in canonical_humaneval.tasks), canonical_humaneval.results))
+    rest = [t for t in single_line if t.task_id not in shared]
+    assert len(shared) == 164 and len(rest) == len(single_line) - 164
     started = time.monotonic()
-    results = score_completions(single_line, [t.canonical_middle for t in single_line], max_workers=2)
+    judged = score_completions(rest, [t.canonical_middle for t in rest], max_workers=2)
     elapsed = time.monotonic() - started
+    verdicts = {**shared, **{t.task_id: r for t, r in zip(rest, judged)}}
+    results = [verdicts[t.task_id] for t in single_line]
     failures = [
         (t.task_id, r.status, r.stderr_tail[-200:]) for t, r in zip(single_line, results) if not r.passed
     ]
     assert not failures, failures[:5]
-    print(f"\n1033 canonical single-line programs: {elapsed:.1f} s, {len(single_line) / elapsed:.1f} tasks/s")
+    print(f"\n{len(rest)} canonical single-line programs: {elapsed:.1f} s, {len(rest) / elapsed:.1f} tasks/s")
 
 
 def test_empty_completion_fails_most_tasks(single_line):

@@ -413,25 +413,26 @@ VARIANTS = [
 
 
 @pytest.mark.slow
-def test_every_canonical_humaneval_solution_and_variants_returning_stdlib_values_pass():
-    from flexretrofit.evaluation.humaneval_infill import load_infill_tasks
+def test_every_canonical_humaneval_solution_and_variants_returning_stdlib_values_pass(canonical_humaneval):
     from flexretrofit.evaluation.sandbox import TestProgram, run_many
 
-    problems = {}
-    for task in load_infill_tasks("single_line"):
-        problems.setdefault(task.problem_id, task)
-    assert len(problems) == 164
-    programs, names = [], []
-    for problem_id, task in problems.items():
+    problems, programs, names = {}, [], []
+    for task in canonical_humaneval.tasks:
+        problems[task.problem_id] = task
         canonical = task.prefix + task.canonical_middle + task.suffix  # the complete HumanEval program
         programs.append(TestProgram(canonical, task.entry_point, task.test, canonical))
-        names.append(problem_id)
+        names.append(task.problem_id)
+    assert len(problems) == 164
+    # The shared fixture (conftest.py) judged exactly these programs once for the session.
+    assert canonical_humaneval.programs == programs
+    results = list(canonical_humaneval.results)
+    variants = []
     for problem_id, source in VARIANTS:
         task = problems[problem_id]
         canonical = task.prefix + task.canonical_middle + task.suffix
-        programs.append(TestProgram(canonical + "\n\n" + source, task.entry_point, task.test, canonical))
+        variants.append(TestProgram(canonical + "\n\n" + source, task.entry_point, task.test, canonical))
         names.append(f"{problem_id} variant")
-    results = run_many(programs, SandboxConfig(timeout_s=20.0), max_workers=2)
+    results += run_many(variants, SandboxConfig(timeout_s=20.0), max_workers=2)
     failed = [
         (name, result.status, result.reason[-300:])
         for name, result in zip(names, results)

@@ -209,7 +209,7 @@ def first_task_per_problem():
     return list(first.values())
 
 
-def test_always_equal_answers_pass_no_humaneval_problem(first_task_per_problem):
+def test_always_equal_answers_pass_no_humaneval_problem(first_task_per_problem, canonical_humaneval):
     # Published harnesses compare inside the program, where this object passed 157 of 164 problems.
     attack = "return type('Anything', (), {'__eq__': lambda s, o: True, '__ne__': lambda s, o: False})()\n"
     middles = []
@@ -219,7 +219,9 @@ def test_always_equal_answers_pass_no_humaneval_problem(first_task_per_problem):
     results = score_completions(first_task_per_problem, middles, max_workers=2)
     passed = [task.task_id for task, result in zip(first_task_per_problem, results) if result.passed]
     assert passed == []
-    honest = score_completions(first_task_per_problem, [t.canonical_middle for t in first_task_per_problem])
+    # The honest control: the canonical middles of the same tasks pass (judged once per session, conftest.py).
+    assert canonical_humaneval.tasks == first_task_per_problem
+    honest = canonical_humaneval.results
     assert all(result.passed for result in honest), [r.reason for r in honest if not r.passed][:3]
 
 

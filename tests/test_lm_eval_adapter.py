@@ -316,6 +316,11 @@ def test_registered_models_run_by_name_from_the_command_line_and_the_api(
     assert 0.0 <= results["tiny_mc"]["acc,none"] <= 1.0
     capsys.readouterr()
 
+    class NoTaskIndex(TaskManager):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("lm-eval indexed its tasks before the model arguments were checked")
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", NoTaskIndex)
     argv = ["lm_eval", "--model", "flexmdm", "--model_args", f"pretrained={checkpoints['llada']}"]
     monkeypatch.setattr(sys, "argv", argv + ["--tasks", "tiny_gen", "--include_path", str(task_dir)])
     with pytest.raises(SystemExit) as exit_info:

@@ -365,21 +365,27 @@ def test_a_hand_edited_trainer_state_is_refused_with_one_line(tiny, tmp_path, ed
 
 # -- one run per output_dir ------------------------------------------------------------------------
 
+# run_lock.py is standard library only; loaded by its path, the holder starts without the package's
+# torch and transformers imports (~6 s).
 HOLD_LOCK = """
-import sys, time
-from flexretrofit.run_lock import lock_output_dir
-lock_output_dir(sys.argv[1])
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("run_lock", sys.argv[1])
+run_lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_lock)
+run_lock.lock_output_dir(sys.argv[2])
 print("locked", flush=True)
 time.sleep(120)
 """
 
 
 def test_the_output_dir_lock_is_refused_to_a_second_process_and_freed_at_exit(tmp_path):
+    from flexretrofit import run_lock
     from flexretrofit.run_lock import OutputDirBusy, lock_output_dir, release_output_dir
 
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, run_lock.__file__, str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -1,7 +1,9 @@
 """Judge side of :mod:`flexretrofit.evaluation.sandbox`: run trusted tests against an isolated candidate.
 
-Run as a script, never imported by the package: ``python -I -S _sandbox_judge.py CONFIG_JSON``.
-Standard library only (importing ``flexretrofit`` would pull in torch and transformers).
+Runs in its own ``python -I -S`` interpreter, which loads this file by path and calls :func:`main` with
+``CONFIG_JSON`` as ``sys.argv[1]`` (``python -I -S _sandbox_judge.py CONFIG_JSON`` does the same); never
+imported by the package. Standard library only (importing ``flexretrofit`` would pull in torch and
+transformers).
 
 One run, two processes that share nothing but two pipes:
 

@@ -85,6 +85,16 @@ class _DiffusionLM(LM):
     checkpoint_type = ""  # config.json model_type this class loads
     sampler = ""  # "flex" or "mdm"
     reserved_settings: tuple[str, ...] = ("row_seeds", "return_trace")
+    _load_weights = True  # False only on the probe of check_model_args
+
+    @classmethod
+    def check_model_args(cls, **model_args: Any) -> None:
+        """Every check of the constructor short of loading the weights: the arguments, config.json and the
+        tokenizer. Raises what the constructor would (:class:`LMEvalSetupError`, ``FileNotFoundError``) in
+        seconds, so ``python -m flexretrofit.lm_eval`` can refuse a mistake before lm-eval indexes its tasks."""
+        probe = cls.__new__(cls)
+        probe._load_weights = False
+        probe.__init__(**model_args)
 
     def __init__(
         self,
@@ -129,6 +139,8 @@ class _DiffusionLM(LM):
                 self.tokenizer = tokenizer
             else:
                 self.tokenizer = self._load_tokenizer(str(tokenizer or pretrained))
+            if not self._load_weights:
+                return
             self.model = self._load_model(str(pretrained), torch_dtype)
         if self.tokenizer.mask_token_id != self.model.config.mask_token_id:
             raise LMEvalSetupError(
