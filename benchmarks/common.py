@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 import torch
 
-from flexretrofit.data.balancing import backbone_matmul_params  # the one count of the matmul weights
-
 
 def interleaved_times(fns: list[Callable[[], object]], repeats: int, warmup: int = 1) -> list[list[float]]:
     """Seconds of every run of every function, alternating A, B, A, B ... so machine load hits all alike.
@@ -175,6 +173,10 @@ def retrofit_step_flops(
     activation checkpointing is not counted either (it is overhead, not model work), so MFU stays
     comparable with and without it.
     """
+    # The one count of the matmul weights; imported here, so that a script importing this module checks
+    # its flags without importing flexretrofit (transformers, ~5 s) first.
+    from flexretrofit.data.balancing import backbone_matmul_params
+
     blocks, head = backbone_matmul_params(config)
     tokens = sum(sequence_lengths)
     frozen = 4 * (blocks * tokens + head * masked_tokens)

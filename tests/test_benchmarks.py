@@ -93,17 +93,18 @@ TOP_KEYS = set(
 )
 
 
-def gpu_check_report(tmp_path, *args):
-    out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(out.read_text()), result.stdout
+@pytest.fixture
+def gpu_check_report(tmp_path, load_script, capsys, monkeypatch):
+    """``gpu_check_report(*flags)``: the JSON report and the printed table of ``gpu_check.py --tiny``."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    gpu_check = load_script("gpu_check.py")
+
+    def run(*args):
+        out = tmp_path / "gpu_check.json"
+        assert gpu_check.main(["--tiny", "--out", str(out), *args]) == 0
+        return json.loads(out.read_text()), capsys.readouterr().out
+
+    return run
 
 
 def check_keys(report):
@@ -115,8 +116,8 @@ def check_keys(report):
         assert set(report[name]) == SECTION_KEYS[name], name
 
 
-def test_gpu_check_tiny_runs_every_section_through_the_real_code(tmp_path):
-    report, stdout = gpu_check_report(tmp_path)
+def test_gpu_check_tiny_runs_every_section_through_the_real_code(gpu_check_report):
+    report, stdout = gpu_check_report()
     check_keys(report)
     assert report["mode"] == "tiny" and report["total_s"] < 60
     for entry in report["forward"].values():
@@ -141,13 +142,8 @@ def test_gpu_check_tiny_runs_every_section_through_the_real_code(tmp_path):
         assert row in stdout
 
 
-def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(
-    tmp_path, load_script, capsys, monkeypatch
-):
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    out = tmp_path / "gpu_check.json"
-    assert load_script("gpu_check.py").main(["--tiny", "--out", str(out), "--budget-s", "0.001"]) == 0
-    report, stdout = json.loads(out.read_text()), capsys.readouterr().out
+def test_gpu_check_skips_what_does_not_fit_with_the_reason_and_the_same_keys(gpu_check_report):
+    report, stdout = gpu_check_report("--budget-s", "0.001")
     check_keys(report)
     sections = [
         *report["forward"].values(),
@@ -177,6 +173,10 @@ def test_gpu_check_refuses_bad_flags_before_building_anything(tmp_path, load_scr
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err, (args, err)
         assert "Traceback" not in err
+    # The last one once more as the command line a user runs (it stops before flexretrofit is imported).
+    result = run_benchmark("gpu_check.py", "--tiny", "--budget-s", "0")
+    assert result.returncode == 2 and "--budget-s must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_padding_efficiency_measures_humaneval_and_projects_gpu_hours(load_script, capsys):
