@@ -128,7 +128,9 @@ def step_times(work: Path, config: Path, balance: str, run: int) -> list[float]:
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     start = next(r for r in records if r.get("event") == "start")
     if (start["distributed_type"], start["num_processes"]) != ("MULTI_CPU", 2):
-        sys.exit(f"expected 2 DDP processes, the run had {start['num_processes']} ({start['distributed_type']})")
+        sys.exit(
+            f"expected 2 DDP processes, the run had {start['num_processes']} ({start['distributed_type']})"
+        )
     return [r["step_time"] for r in records if r.get("event") == "train" and r["step"] > 1]
 
 
