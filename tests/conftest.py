@@ -15,6 +15,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(root, data)``: a tiny LLaDA checkpoint in ``root / "llada"`` and the tiny data files (``data["corpus"]``
+    ...), written once per test module (the training tests' common inputs)."""
+    from flexretrofit.testing import save_tiny_llada_checkpoint
+    from flexretrofit.testing_cli import write_tiny_data
+
+    root = tmp_path_factory.mktemp("tiny")
+    save_tiny_llada_checkpoint(root / "llada")
+    return root, write_tiny_data(root / "data")
+
+
 class CanonicalHumanEval(NamedTuple):
     tasks: list  # InfillTask: the first single-line infilling task of each HumanEval problem
     programs: list  # TestProgram: its canonical middle in place, i.e. the complete reference solution

@@ -5,8 +5,6 @@ import pytest
 import torch
 from training_runs import make_trainer, tiny_config, train_losses
 
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import ConfigError, validate_config
 
 # Micro-batches of 2 rows, 4 accumulation slots: enough rows to regroup. No dropout: its masks follow
@@ -20,13 +18,6 @@ RUN = {
     "lora.dropout": 0.0,
 }
 BALANCED = {"data.balance": "tokens"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 def weights(trainer):

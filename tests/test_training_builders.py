@@ -9,8 +9,6 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from flexretrofit.models import LLaDAModelLM
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
     build_datasets,
     build_model,
@@ -21,13 +19,6 @@ from flexretrofit.training import (
 )
 from flexretrofit.training.builders import is_new_module_parameter
 from flexretrofit.training.config import ConfigError
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 def config(tiny, **sections):

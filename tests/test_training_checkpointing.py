@@ -16,8 +16,6 @@ from transformers.initialization import no_init_weights
 
 from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion, LLaDAModelLM
 from flexretrofit.sampling import FlexGenerationConfig
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
     Trainer,
     build_accelerator,
@@ -34,13 +32,6 @@ from flexretrofit.training.export import NEW_MODULES_FILE, load_adapter_export
 from flexretrofit.training.model_card import model_card
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import lora_check
 from flexretrofit.training.cli import run_recipe
 from flexretrofit.training.config import (
@@ -23,13 +21,6 @@ from flexretrofit.training.validation import batch_layout, model_length_limit, v
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RETROFIT = REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 def tiny_values(tiny, out_dir) -> dict:

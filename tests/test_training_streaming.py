@@ -12,8 +12,6 @@ import yaml
 from training_runs import make_trainer, tiny_config, train_losses
 
 from flexretrofit.data import corpus
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
     ConfigError,
     list_checkpoints,
@@ -25,13 +23,6 @@ from flexretrofit.training import (
 REPO = Path(__file__).resolve().parents[1]
 # 6 steps of 8 samples; windows of 16 samples (2 steps each); checkpoints at 3 (mid-window) and 6.
 RUN = {"train.max_steps": 6, "train.save_every": 3, "eval.every": 3, "data.shuffle_buffer": 16}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 def streaming_config(tiny, out_dir, **changes):

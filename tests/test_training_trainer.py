@@ -12,8 +12,6 @@ import pytest
 import torch
 from training_runs import make_trainer, tiny_config, train_losses
 
-from flexretrofit.testing import save_tiny_llada_checkpoint
-from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import (
     ConfigError,
     Trainer,
@@ -25,13 +23,6 @@ from flexretrofit.training import (
 from flexretrofit.training.progress import ProgressBar
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llada_checkpoint(root / "llada")
-    return root, write_tiny_data(root / "data")
 
 
 def trained_weights(trainer):

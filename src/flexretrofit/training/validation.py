@@ -143,12 +143,17 @@ def _check_streaming(config: RecipeConfig, world_size: int) -> None:
         )
 
 
-def micro_batch_token_cap(config: RecipeConfig) -> int:
-    """``data.max_tokens_per_micro_batch`` or its default: ``micro_batch_size x (longest sample + 1)``
-    positions, what the fixed layout's widest micro-batch holds (a FlexMDM runs one slot past ``x_t``)."""
+def _widest_fixed_micro_batch(config: RecipeConfig) -> tuple[int, int]:
+    """``(longest row + 1, micro_batch_size x that)``: the positions of the fixed layout's widest micro-batch
+    (a FlexMDM runs one slot past ``x_t``)."""
     widest = (config.data.canvas_length or config.data.max_length) + 1
+    return widest, config.train.micro_batch_size * widest
+
+
+def micro_batch_token_cap(config: RecipeConfig) -> int:
+    """``data.max_tokens_per_micro_batch``, or by default the fixed layout's widest micro-batch."""
     cap = config.data.max_tokens_per_micro_batch
-    return config.train.micro_batch_size * widest if cap is None else cap
+    return _widest_fixed_micro_batch(config)[1] if cap is None else cap
 
 
 def _check_balance(config: RecipeConfig) -> None:
@@ -159,8 +164,7 @@ def _check_balance(config: RecipeConfig) -> None:
         raise ConfigError(
             "data.max_tokens_per_micro_batch caps balanced micro-batches; set data.balance=tokens or remove it."
         )
-    widest = (config.data.canvas_length or config.data.max_length) + 1
-    least = config.train.micro_batch_size * widest
+    widest, least = _widest_fixed_micro_batch(config)
     if config.data.max_tokens_per_micro_batch < least:
         raise ConfigError(
             f"data.max_tokens_per_micro_batch={config.data.max_tokens_per_micro_batch} is below "
