@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,18 +30,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ACCELERATE_DDP_CPU = {
-    "compute_environment": "LOCAL_MACHINE",
-    "distributed_type": "MULTI_CPU",
-    "num_processes": 2,
-    "num_machines": 1,
-    "machine_rank": 0,
-    "use_cpu": True,
-    "mixed_precision": "no",
-    "rdzv_backend": "static",
-    "same_network": True,
-    "main_training_function": "main",
-}
 # Student-t 97.5% quantiles for small samples (n - 1 degrees of freedom).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -92,7 +81,6 @@ def write_inputs(work: Path, args: argparse.Namespace) -> Path:
     with open(work / "corpus.jsonl", "w") as f:
         for i in range(0, len(texts), 40):
             f.write(json.dumps({"text": " ".join(texts[i : i + 40])}) + "\n")
-    (work / "accelerate.yaml").write_text(yaml.safe_dump(ACCELERATE_DDP_CPU))
     config = yaml.safe_load((REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml").read_text())
     config["model"]["init_from"] = str(work / "llada")
     config["data"].update(sources=[{"path": str(work / "corpus.jsonl")}], max_length=args.max_length)
@@ -109,19 +97,21 @@ def write_inputs(work: Path, args: argparse.Namespace) -> Path:
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def step_times(work: Path, config: Path, balance: str, run: int) -> list[float]:
     """Launch one run; the main process's step times after the first step."""
     out = work / f"{balance}_{run}"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(work / "accelerate.yaml"),
-    ]
+    # torchrun, not `accelerate launch`: accelerate's launcher starts a single process for a CPU config
+    # (it needs MPI for several); under torchrun with ACCELERATE_USE_CPU Accelerate picks MULTI_CPU over gloo.
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     command += [str(REPO / "recipes" / "retrofit_llada.py"), "--config", str(config)]
     command += [f"data.balance={balance}", f"train.output_dir={out}", "export.dir=" + str(out / "final")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"the {balance} run failed:\n{result.stderr[-3000:]}")

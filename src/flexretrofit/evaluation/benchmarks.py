@@ -22,15 +22,16 @@ from flexretrofit.evaluation.generators import (
     infill_prompt_ids,
 )
 from flexretrofit.evaluation.gsm8k import (
+    FEW_SHOT_STOP,
     GSM8KExample,
     accuracy_summary,
     extract_answer,
     is_correct,
-    truncate_at_stop,
 )
 from flexretrofit.evaluation.humaneval_infill import InfillTask, score_completions, summarize_pass_at_k
 from flexretrofit.evaluation.runner import Generation
 from flexretrofit.evaluation.sandbox import SandboxConfig
+from flexretrofit.sampling.text import truncate_at_stop
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,11 @@ class GSM8KBenchmark(Benchmark):
 
     def _row(self, item: EvalItem, generation: Generation) -> dict[str, Any]:
         example = self.examples[item.index]
-        text = truncate_at_stop(generation.text) if self.prompt_style == "few_shot" else generation.text
+        text = (
+            truncate_at_stop(generation.text, (FEW_SHOT_STOP,))
+            if self.prompt_style == "few_shot"
+            else generation.text
+        )
         predicted = extract_answer(text)
         return {
             "question": example.question,

@@ -26,6 +26,7 @@ from flexretrofit.data.formats import (
     parse_gsm8k_answer,
 )
 from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fields
+from flexretrofit.sampling.text import truncate_at_stop  # noqa: F401  (its old import path)
 
 # The published instruction (d1 / FlexMDM GSM8K setup), reproduced exactly because the
 # instruction-tuned model was trained with it; the space before "\n" is part of it.
@@ -197,12 +198,6 @@ def build_gsm8k_few_shot_prompt(
         for shot_question, rationale, answer in examples
     ]
     return "\n\n".join([GSM8K_INSTRUCTION, *shots, f"Question: {question}\nAnswer: {ASSISTANT_PREFILL}"])
-
-
-def truncate_at_stop(text: str, stops: Sequence[str] = (FEW_SHOT_STOP,)) -> str:
-    """``text`` up to (not including) the earliest of ``stops``; empty stop strings are ignored."""
-    found = (text.find(stop) for stop in stops if stop)
-    return text[: min((position for position in found if position >= 0), default=len(text))]
 
 
 # ------------------------------------------------------------------------------------------------

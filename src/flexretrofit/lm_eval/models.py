@@ -32,7 +32,6 @@ from lm_eval.api.registry import register_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.evaluation.gsm8k import truncate_at_stop
 from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo, pair_seed
 from flexretrofit.models import (
     CheckpointError,
@@ -44,6 +43,7 @@ from flexretrofit.models import (
 )
 from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
+from flexretrofit.sampling.text import truncate_at_stop
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ Mixed in before ``PreTrainedModel`` (``class LLaDAModelLM(DiffusionModelMixin, L
   when the model is created and ``save_pretrained`` writes it. ``generate`` itself is each class's own
   diffusion sampler, not transformers' autoregressive ``GenerationMixin.generate``, which is not inherited.
 
-:func:`load_pretrained` picks the class from config.json's ``model_type``; :func:`resolve_dtype` turns a
-dtype name from a command line (``auto``, ``bfloat16``, ...) into the ``dtype=`` to load with.
+:func:`resolve_dtype` turns a dtype name from a command line (``auto``, ``bfloat16``, ...) into the ``dtype=`` to load with.
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ import torch
 
 from flexretrofit.models.checkpoint import (
     DOWNLOAD_KWARGS,
-    CheckpointError,
     CheckpointKind,
     check_checkpoint,
     check_finite_weights,
     raise_on_key_mismatch,
-    read_model_type,
 )
 from flexretrofit.sampling.config import load_generation_config
 
@@ -73,28 +70,6 @@ class DiffusionModelMixin:
             )
         model.generation_config = generation_config
         return (model, info) if return_info else model
-
-
-def load_pretrained(pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-    """The model a checkpoint holds, by its config.json ``model_type``: a :class:`LLaDAModelLM` (``llada``)
-    or a :class:`FlexMDMForMaskedDiffusion` (``flexmdm``). ``kwargs`` go to ``from_pretrained``.
-
-    Raises:
-        FileNotFoundError / CheckpointError: as :func:`~flexretrofit.models.checkpoint.read_model_type`, or
-            for any other model type.
-    """
-    from flexretrofit.models.flexmdm import FlexMDMForMaskedDiffusion
-    from flexretrofit.models.llada import LLaDAModelLM
-
-    classes = {"llada": LLaDAModelLM, "flexmdm": FlexMDMForMaskedDiffusion}
-    download = {name: kwargs[name] for name in DOWNLOAD_KWARGS if kwargs.get(name) is not None}
-    model_type = read_model_type(pretrained_model_name_or_path, **download)
-    if model_type not in classes:
-        raise CheckpointError(
-            f"{pretrained_model_name_or_path} holds a model of type {model_type!r}; this project loads "
-            f"{' and '.join(map(repr, classes))} checkpoints"
-        )
-    return classes[model_type].from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 def resolve_dtype(name: str | torch.dtype, device: torch.device | str) -> torch.dtype:

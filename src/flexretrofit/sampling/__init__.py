@@ -8,12 +8,21 @@ from flexretrofit.sampling.config import (
 )
 from flexretrofit.sampling.flex import generate_flex, infill
 from flexretrofit.sampling.mdm import generate_mdm, infill_mdm
+from flexretrofit.sampling.methods import (
+    SAMPLING_METHODS,
+    SamplingMethod,
+    build_generation_config,
+    sampling_method,
+)
 from flexretrofit.sampling.sequences import GenerationOutput, GenerationStep
 from flexretrofit.sampling.text import generate_text, infill_text
 
 __all__ = [
     "CONFIDENCE_METHODS",
     "REMASKING_METHODS",
+    "SAMPLING_METHODS",
+    "SamplingMethod",
+    "build_generation_config",
     "FlexGenerationConfig",
     "GenerationOutput",
     "GenerationStep",
@@ -24,4 +33,5 @@ __all__ = [
     "infill",
     "infill_mdm",
     "infill_text",
+    "sampling_method",
 ]

@@ -41,6 +41,12 @@ def _with_stop_tokens(
     return {**kwargs, "eos_token_id": stop_token_ids(tokenizer)}
 
 
+def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest of ``stops``; empty stop strings are ignored."""
+    found = (text.find(stop) for stop in stops if stop)
+    return text[: min((position for position in found if position >= 0), default=len(text))]
+
+
 def generate_text(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,

@@ -20,7 +20,7 @@ from flexretrofit.training import (
     validate_config,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # 6 steps of 8 samples; windows of 16 samples (2 steps each); checkpoints at 3 (mid-window) and 6.
 RUN = {"train.max_steps": 6, "train.save_every": 3, "eval.every": 3, "data.shuffle_buffer": 16}
 

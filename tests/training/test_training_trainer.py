@@ -22,7 +22,7 @@ from flexretrofit.training import (
 )
 from flexretrofit.training.progress import ProgressBar
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def trained_weights(trainer):

@@ -31,7 +31,7 @@ from flexretrofit.training.checkpointing import CheckpointWriteError, checkpoint
 from flexretrofit.training.export import NEW_MODULES_FILE, load_adapter_export
 from flexretrofit.training.model_card import model_card
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from flexretrofit.maze.settings import load_settings
 from flexretrofit.maze.text import check_answer
 from flexretrofit.models import LLaDAModelLM, load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 recipe = runpy.run_path(str(REPO / "recipes" / "demo_maze.py"))
 train = recipe["train_with_instruct"]  # the recipe's trainer: recipes/instruct.py
 

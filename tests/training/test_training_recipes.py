@@ -18,7 +18,7 @@ from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import ConfigError, read_log
 from flexretrofit.training.cli import run_recipe as run_as_script
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"
 
 

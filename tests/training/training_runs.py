@@ -16,7 +16,7 @@ from flexretrofit.training import (
     validate_config,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(tiny, out_dir, **changes):

@@ -19,7 +19,7 @@ from flexretrofit.training.config import (
 )
 from flexretrofit.training.validation import batch_layout, model_length_limit, validate_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_RETROFIT = REPO / "recipes" / "configs" / "tiny_retrofit_cpu.yaml"
 
 

@@ -23,7 +23,7 @@ from flexretrofit.testing import save_tiny_llada_checkpoint
 from flexretrofit.testing_cli import write_tiny_data
 from flexretrofit.training import read_log
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCELERATE_CONFIG = REPO / "recipes" / "accelerate" / "zero3_cpu_2proc.yaml"
 RECIPE = REPO / "recipes" / "retrofit_llada.py"
 

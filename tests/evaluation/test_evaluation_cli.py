@@ -16,7 +16,7 @@ from flexretrofit.evaluation.options import GSM8K, INFILL, PRESETS
 from flexretrofit.evaluation.settings import EvalConfigError, resolve_settings
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Synthetic problems written for this test (not GSM8K problems), in the GSM8K JSONL layout.
 PROBLEMS = [

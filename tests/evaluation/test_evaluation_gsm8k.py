@@ -8,6 +8,7 @@ from flexretrofit.evaluation import gsm8k
 from flexretrofit.evaluation.gsm8k import (
     ASSISTANT_PREFILL,
     FEW_SHOT_EXAMPLES,
+    FEW_SHOT_STOP,
     GSM8K_INSTRUCTION,
     SHIPPED_TEST_SPLIT,
     accuracy_summary,
@@ -231,7 +232,7 @@ def test_few_shot_prompt_is_self_consistent_and_stops_at_the_next_question():
         shot = f"{rationale}</reasoning>\n<answer>\\boxed{{{answer}}}</answer>"
         assert shot in prompt and extract_answer(shot) == answer
     continued = "8 * 3 = 24 legs. The answer is 24.\nQuestion: A cat has 4 legs and 9 lives..."
-    assert extract_answer(truncate_at_stop(continued)) == "24"
+    assert extract_answer(truncate_at_stop(continued, (FEW_SHOT_STOP,))) == "24"
 
 
 def test_wilson_interval_known_values():

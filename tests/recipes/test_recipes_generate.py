@@ -12,7 +12,7 @@ import pytest
 from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint, tiny_flexmdm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "generate.py"
 
 
