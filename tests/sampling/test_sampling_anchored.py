@@ -3,7 +3,7 @@ only between consecutive segments; ``infill(prefix, suffix)`` is its two-segment
 
 import pytest
 import torch
-from tests.test_sampling_flex import BOS, EOS_PAD, MASK, StubFlexMDM
+from test_sampling_flex import BOS, EOS_PAD, MASK, StubFlexMDM
 
 from flexretrofit.sampling import infill
 from flexretrofit.testing import build_tiny_tokenizer, tiny_flexmdm
