@@ -10,6 +10,7 @@ from flexretrofit.diffusion import (
     LinearSchedule,
     sample_interpolant,
 )
+from flexretrofit.diffusion.interpolant import stratified_times
 
 MASK_ID, PAD_ID = 3, 0
 GEOMETRIC = GeometricSchedule(min=10.0, max=0.01)
@@ -218,3 +219,46 @@ def test_input_errors():
         draw(x1, attention, prompt, torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="x1_attention_mask must have"):
         draw(x1, attention[:, :5], prompt, 0.5)
+
+
+def _union_over_ranks(batch_size, world_size, seed, eps):
+    return torch.cat(
+        [
+            stratified_times(
+                batch_size,
+                rank=r,
+                world_size=world_size,
+                generator=torch.Generator().manual_seed(seed),
+                eps=eps,
+            )
+            for r in range(world_size)
+        ]
+    ).double()
+
+
+def test_stratified_times_form_one_shifted_grid_across_ranks():
+    batch_size, world_size = 8, 4
+    n = batch_size * world_size
+    for seed in range(5):
+        t = _union_over_ranks(batch_size, world_size, seed, eps=0.0)
+        # Exactly one time in each of the n equal cells of [0, 1), all at the same offset in its cell.
+        assert sorted(torch.floor(t * n).long().tolist()) == list(range(n))
+        offsets = torch.remainder(t * n, 1.0)
+        assert (offsets - offsets[0]).abs().max() < 1e-4
+    # Equally seeded ranks share the offset; another seed shifts the grid.
+    assert not torch.allclose(_union_over_ranks(8, 4, 0, 0.0), _union_over_ranks(8, 4, 1, 0.0))
+
+
+def test_stratified_times_stay_inside_eps():
+    eps = 1e-3
+    for seed in range(50):
+        t = _union_over_ranks(4, 2, seed, eps)
+        assert t.min() >= eps - 1e-7 and t.max() <= 1 - eps + 1e-7
+        x = (t - eps) / (1 - eps)  # back onto the grid (one point may sit at the clamp)
+        assert sorted(torch.floor(x * 8).clamp(max=7).long().tolist()) == list(range(8))
+    t = stratified_times(3, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (3,) and t.dtype == torch.float32
+    with pytest.raises(ValueError, match="rank < world_size"):
+        stratified_times(4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        stratified_times(0)

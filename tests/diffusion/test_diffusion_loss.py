@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import flexretrofit.diffusion.interpolant as interpolant_module
+import flexretrofit.diffusion.loss as loss_module
 from flexretrofit.diffusion import (
     IGNORE_INDEX,
     GeometricSchedule,
@@ -12,7 +14,6 @@ from flexretrofit.diffusion import (
     masked_positions_and_targets,
     poisson_bregman,
     sample_interpolant,
-    stratified_times,
 )
 
 MASK_ID, PAD_ID, VOCAB = 3, 0, 50
@@ -42,49 +43,6 @@ def test_poisson_bregman_is_zero_with_zero_gradient_at_the_truth():
     off = torch.tensor([0.5, 3.0], requires_grad=True)
     poisson_bregman(torch.tensor([1, 2]), off).sum().backward()
     assert off.grad[0] < 0 < off.grad[1]
-
-
-def _union_over_ranks(batch_size, world_size, seed, eps):
-    return torch.cat(
-        [
-            stratified_times(
-                batch_size,
-                rank=r,
-                world_size=world_size,
-                generator=torch.Generator().manual_seed(seed),
-                eps=eps,
-            )
-            for r in range(world_size)
-        ]
-    ).double()
-
-
-def test_stratified_times_form_one_shifted_grid_across_ranks():
-    batch_size, world_size = 8, 4
-    n = batch_size * world_size
-    for seed in range(5):
-        t = _union_over_ranks(batch_size, world_size, seed, eps=0.0)
-        # Exactly one time in each of the n equal cells of [0, 1), all at the same offset in its cell.
-        assert sorted(torch.floor(t * n).long().tolist()) == list(range(n))
-        offsets = torch.remainder(t * n, 1.0)
-        assert (offsets - offsets[0]).abs().max() < 1e-4
-    # Equally seeded ranks share the offset; another seed shifts the grid.
-    assert not torch.allclose(_union_over_ranks(8, 4, 0, 0.0), _union_over_ranks(8, 4, 1, 0.0))
-
-
-def test_stratified_times_stay_inside_eps():
-    eps = 1e-3
-    for seed in range(50):
-        t = _union_over_ranks(4, 2, seed, eps)
-        assert t.min() >= eps - 1e-7 and t.max() <= 1 - eps + 1e-7
-        x = (t - eps) / (1 - eps)  # back onto the grid (one point may sit at the clamp)
-        assert sorted(torch.floor(x * 8).clamp(max=7).long().tolist()) == list(range(8))
-    t = stratified_times(3, generator=torch.Generator().manual_seed(0))
-    assert t.shape == (3,) and t.dtype == torch.float32
-    with pytest.raises(ValueError, match="rank < world_size"):
-        stratified_times(4, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="batch_size"):
-        stratified_times(0)
 
 
 def make_sample(extra_pad=0, seed=0):
@@ -126,6 +84,12 @@ def loss_of(sample, t, logits, g_hat, **kwargs):
         non_prompt_lengths=sample.non_prompt_lengths,
         **kwargs,
     )
+
+
+def test_the_forward_process_helpers_stay_importable_from_loss():
+    # They moved beside the interpolant; the old import path keeps working.
+    assert loss_module.stratified_times is interpolant_module.stratified_times
+    assert loss_module.masked_positions_and_targets is interpolant_module.masked_positions_and_targets
 
 
 def test_masked_positions_and_targets():

@@ -26,8 +26,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from flexretrofit.diffusion import Schedule, build_schedule, masked_positions_and_targets, sample_interpolant
-from flexretrofit.diffusion.loss import stratified_times
+from flexretrofit.diffusion.interpolant import (
+    masked_positions_and_targets,
+    sample_interpolant,
+    stratified_times,
+)
+from flexretrofit.diffusion.schedules import Schedule, build_schedule
 
 
 def _derived_seed(*parts: int) -> int:

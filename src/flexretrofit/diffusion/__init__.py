@@ -1,17 +1,17 @@
-"""Pure tensor math of FlexMDM: time schedules, the joint interpolant (forward process) and the loss.
+"""Pure tensor math of FlexMDM: time schedules (``schedules``), the forward process (``interpolant``: the joint
+interpolant, stratified times, the MASK targets) and the loss (``loss``).
 
 Nothing here knows about models, tokenizers or files.
 """
 
-from flexretrofit.diffusion.interpolant import IGNORE_INDEX, InterpolantSample, sample_interpolant
-from flexretrofit.diffusion.loss import (
-    FlexMDMLoss,
-    flexmdm_loss,
+from flexretrofit.diffusion.interpolant import (
+    IGNORE_INDEX,
+    InterpolantSample,
     masked_positions_and_targets,
-    mdm_loss,
-    poisson_bregman,
+    sample_interpolant,
     stratified_times,
 )
+from flexretrofit.diffusion.loss import FlexMDMLoss, flexmdm_loss, mdm_loss, poisson_bregman
 from flexretrofit.diffusion.schedules import (
     SCHEDULES,
     CosineSchedule,

@@ -5,6 +5,10 @@ from ``beta`` truncated to ``[T1, 1]``, ``T2 = beta^-1(beta(T1) + U' (1 - beta(T
 ``beta``). At time ``t`` the token is absent if ``t < T1``, MASK if ``T1 <= t < T2`` and clean if
 ``t >= T2``. Prompt tokens are always present and clean. ``x_t`` keeps the present tokens in order,
 left-compacted; the slot gaps count the absent tokens between them (what the insertion head predicts).
+
+The forward process of one training batch, in order: :func:`stratified_times` (the rows' times, one grid over
+the global batch), :func:`sample_interpolant` (``x_t`` and its targets), :func:`masked_positions_and_targets`
+(where the model needs logits, and what they should predict).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
+from flexretrofit.utils import check_rank
 
 # Target id at positions that are not MASK (the default ignore_index of torch's cross entropy).
 IGNORE_INDEX = -100
@@ -165,3 +170,47 @@ def sample_interpolant(
         slot_valid=slot_valid,
         non_prompt_lengths=(x1_attention_mask & ~prompt_mask).sum(dim=1),
     )
+
+
+def stratified_times(
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Low-discrepancy diffusion times for this rank's share of the global batch -> ``[batch_size]`` float32.
+
+    One uniform offset ``u0`` is drawn from ``generator``; the global batch of ``N = batch_size *
+    world_size`` rows gets the shifted grid ``(u0 + i / N) mod 1``, where row ``j`` of rank ``r`` is
+    ``i = r * batch_size + j``. Every rank must pass an identically seeded generator (same ``u0``), so
+    that the union over ranks is the whole grid. Times are then mapped to ``eps + (1 - eps) t`` and
+    clamped to at most ``1 - eps``, so they lie in ``[eps, 1 - eps]``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    check_rank(rank, world_size)
+    if not 0.0 <= eps < 0.5:
+        raise ValueError(f"eps must lie in [0, 0.5), got {eps}.")
+    draw_device = generator.device if generator is not None else device
+    offset = torch.rand((), generator=generator, device=draw_device, dtype=torch.float64).to(device)
+    index = rank * batch_size + torch.arange(batch_size, device=device, dtype=torch.float64)
+    t = torch.remainder(offset + index / (batch_size * world_size), 1.0)
+    t = (eps + (1.0 - eps) * t).clamp(max=1.0 - eps)
+    return t.to(torch.float32)
+
+
+def masked_positions_and_targets(sample: InterpolantSample) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the model needs token logits, and what they should predict.
+
+    Returns:
+        logits_positions: ``[B, L]`` bool, the MASK positions of ``sample.xt`` (pass to the model).
+        targets: ``[N]`` long, the clean token at each of them, in row-major order (like ``x[mask]``).
+        rows: ``[N]`` long, the batch row of each.
+    """
+    logits_positions = sample.is_masked
+    targets = sample.targets[logits_positions]
+    rows = logits_positions.nonzero(as_tuple=True)[0]
+    return logits_positions, targets, rows

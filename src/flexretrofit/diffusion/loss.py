@@ -15,10 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flexretrofit.diffusion.interpolant import InterpolantSample
+# The forward-process helpers live beside the interpolant; importable from here as before.
+from flexretrofit.diffusion.interpolant import masked_positions_and_targets, stratified_times
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
 
 INSERTION_WEIGHTINGS = ("elbo", "constant")
+
+__all__ = [
+    "INSERTION_WEIGHTINGS",
+    "FlexMDMLoss",
+    "flexmdm_loss",
+    "masked_positions_and_targets",
+    "mdm_loss",
+    "poisson_bregman",
+    "stratified_times",
+]
 
 
 def poisson_bregman(gaps: Tensor, predicted: Tensor, eps: float = 1e-6) -> Tensor:
@@ -41,37 +52,6 @@ def poisson_bregman(gaps: Tensor, predicted: Tensor, eps: float = 1e-6) -> Tenso
     return (y - x + x * (torch.log(x) - torch.log(y))).clamp_min(0.0)
 
 
-def stratified_times(
-    batch_size: int,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    generator: torch.Generator | None = None,
-    eps: float = 1e-3,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Low-discrepancy diffusion times for this rank's share of the global batch -> ``[batch_size]`` float32.
-
-    One uniform offset ``u0`` is drawn from ``generator``; the global batch of ``N = batch_size *
-    world_size`` rows gets the shifted grid ``(u0 + i / N) mod 1``, where row ``j`` of rank ``r`` is
-    ``i = r * batch_size + j``. Every rank must pass an identically seeded generator (same ``u0``), so
-    that the union over ranks is the whole grid. Times are then mapped to ``eps + (1 - eps) t`` and
-    clamped to at most ``1 - eps``, so they lie in ``[eps, 1 - eps]``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
-    if not 0.0 <= eps < 0.5:
-        raise ValueError(f"eps must lie in [0, 0.5), got {eps}.")
-    draw_device = generator.device if generator is not None else device
-    offset = torch.rand((), generator=generator, device=draw_device, dtype=torch.float64).to(device)
-    index = rank * batch_size + torch.arange(batch_size, device=device, dtype=torch.float64)
-    t = torch.remainder(offset + index / (batch_size * world_size), 1.0)
-    t = (eps + (1.0 - eps) * t).clamp(max=1.0 - eps)
-    return t.to(torch.float32)
-
-
 @dataclass
 class FlexMDMLoss:
     """Scalar losses, already divided by the normaliser: ``loss = unmask_loss + insertion_loss``."""
@@ -79,20 +59,6 @@ class FlexMDMLoss:
     loss: Tensor
     unmask_loss: Tensor
     insertion_loss: Tensor
-
-
-def masked_positions_and_targets(sample: InterpolantSample) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the model needs token logits, and what they should predict.
-
-    Returns:
-        logits_positions: ``[B, L]`` bool, the MASK positions of ``sample.xt`` (pass to the model).
-        targets: ``[N]`` long, the clean token at each of them, in row-major order (like ``x[mask]``).
-        rows: ``[N]`` long, the batch row of each.
-    """
-    logits_positions = sample.is_masked
-    targets = sample.targets[logits_positions]
-    rows = logits_positions.nonzero(as_tuple=True)[0]
-    return logits_positions, targets, rows
 
 
 def _loss_dtype(*outputs: Tensor) -> torch.dtype:
