@@ -9,7 +9,6 @@ generated text only: the first ``\\boxed{...}`` holding a number, else the last 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from flexretrofit.data.formats import (
     parse_gsm8k_answer,
 )
 from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fields
+from flexretrofit.evaluation.stats import wilson_interval
 from flexretrofit.sampling.text import truncate_at_stop  # noqa: F401  (its old import path)
 
 # The published instruction (d1 / FlexMDM GSM8K setup), reproduced exactly because the
@@ -249,22 +249,6 @@ def is_correct(predicted: str | None, ground_truth: str) -> bool:
     if true_value is None:
         raise ValueError(f"ground truth {ground_truth!r} is not a number")
     return predicted_value is not None and predicted_value == true_value
-
-
-def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default); sound at 0% and 100%."""
-    if total <= 0:
-        raise ValueError("the Wilson interval needs at least one trial")
-    if not 0 <= successes <= total:
-        raise ValueError(f"need 0 <= successes <= total, got {successes} of {total}")
-    p = successes / total
-    denominator = 1 + z * z / total
-    center = (p + z * z / (2 * total)) / denominator
-    half_width = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    # Exact bounds at the ends (the formula gives them up to rounding).
-    low = 0.0 if successes == 0 else max(0.0, center - half_width)
-    high = 1.0 if successes == total else min(1.0, center + half_width)
-    return low, high
 
 
 def accuracy_summary(correct: Sequence[bool]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flexretrofit.evaluation.benchmarks import Benchmark, EvalItem
-from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions, total_variation_distance
+from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions
 from flexretrofit.evaluation.results import (
     ResultsFileError,
     ResultsWriteError,
@@ -39,6 +39,7 @@ from flexretrofit.evaluation.results import (
     write_text_atomic,
 )
 from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
+from flexretrofit.evaluation.stats import total_variation_distance
 
 logger = logging.getLogger(__name__)
 

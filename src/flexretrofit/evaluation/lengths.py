@@ -14,6 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from flexretrofit.evaluation.stats import as_lengths, length_histogram, total_variation_distance
+
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "LengthStats",
+    "length_histogram",
+    "length_stats",
+    "plot_length_distributions",
+    "total_variation_distance",
+]
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -33,7 +43,7 @@ class LengthStats:
 
 
 def length_stats(lengths: Sequence[int], quantiles: Sequence[float] = DEFAULT_QUANTILES) -> LengthStats:
-    values = _as_lengths(lengths, "lengths")
+    values = as_lengths(lengths, "lengths")
     return LengthStats(
         count=int(values.size),
         mean=float(values.mean()),
@@ -42,36 +52,6 @@ def length_stats(lengths: Sequence[int], quantiles: Sequence[float] = DEFAULT_QU
         max=int(values.max()),
         quantiles={f"p{round(q * 100):02d}": float(np.quantile(values, q)) for q in quantiles},
     )
-
-
-def length_histogram(
-    lengths: Sequence[int], bin_width: int = 1, max_length: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of lengths in bins ``[0, w), [w, 2w), ...`` up to the bin of ``max_length`` (default:
-    the largest length); longer lengths are counted in the last bin.
-
-    Returns:
-        ``(counts [num_bins], edges [num_bins + 1])``.
-    """
-    values = _as_lengths(lengths, "lengths")
-    if bin_width < 1:
-        raise ValueError(f"bin_width must be >= 1, got {bin_width}")
-    top = int(values.max()) if max_length is None else max_length
-    num_bins = top // bin_width + 1
-    edges = np.arange(num_bins + 1) * bin_width
-    counts = np.bincount(np.minimum(values // bin_width, num_bins - 1), minlength=num_bins)
-    return counts, edges
-
-
-def total_variation_distance(lengths_a: Sequence[int], lengths_b: Sequence[int], bin_width: int = 1) -> float:
-    """``0.5 * sum |p_a - p_b|`` between the empirical length distributions (binned by ``bin_width``):
-    0 for identical distributions, 1 for disjoint supports."""
-    a = _as_lengths(lengths_a, "lengths_a")
-    b = _as_lengths(lengths_b, "lengths_b")
-    top = int(max(a.max(), b.max()))
-    counts_a, _ = length_histogram(a, bin_width, top)
-    counts_b, _ = length_histogram(b, bin_width, top)
-    return float(0.5 * np.abs(counts_a / a.size - counts_b / b.size).sum())
 
 
 def plot_length_distributions(
@@ -91,8 +71,8 @@ def plot_length_distributions(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    generated_values = _as_lengths(generated, "generated")
-    reference_values = _as_lengths(reference, "reference")
+    generated_values = as_lengths(generated, "generated")
+    reference_values = as_lengths(reference, "reference")
     top = int(max(generated_values.max(), reference_values.max()))
     width = bin_width or max(1, -(-(top + 1) // 40))
     distance = total_variation_distance(generated_values, reference_values, width)
@@ -122,16 +102,3 @@ def plot_length_distributions(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
-
-
-def _as_lengths(lengths: Sequence[int], name: str) -> np.ndarray:
-    values = np.asarray(lengths)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of lengths, got shape {values.shape}")
-    if not np.issubdtype(values.dtype, np.integer):
-        if not np.all(np.mod(values, 1) == 0):
-            raise ValueError(f"{name} must hold whole numbers (token counts)")
-        values = values.astype(np.int64)
-    if values.min() < 0:
-        raise ValueError(f"{name} must be non-negative, got {values.min()}")
-    return values.astype(np.int64)

@@ -25,9 +25,9 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
-from flexretrofit.evaluation.gsm8k import wilson_interval
 from flexretrofit.evaluation.lengths import total_variation_distance
 from flexretrofit.evaluation.results import ResultsWriter
+from flexretrofit.evaluation.stats import wilson_interval
 from flexretrofit.maze.instances import MazeInstance
 from flexretrofit.maze.text import check_answer, prompt_text
 from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
