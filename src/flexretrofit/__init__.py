@@ -7,6 +7,7 @@ Importing the package registers the native classes with the transformers Auto cl
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from flexretrofit.models import (
+    MODEL_CLASSES,
     FlexMDMConfig,
     FlexMDMForMaskedDiffusion,
     LLaDAConfig,
@@ -19,11 +20,9 @@ __version__ = "0.1.0"
 
 
 def _register_auto_classes() -> None:
-    for config_class, model_class in (
-        (LLaDAConfig, LLaDAModelLM),
-        (FlexMDMConfig, FlexMDMForMaskedDiffusion),
-    ):
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    for model_type, model_class in MODEL_CLASSES.items():
+        config_class = model_class.config_class
+        AutoConfig.register(model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
         AutoModelForMaskedLM.register(config_class, model_class, exist_ok=True)
 

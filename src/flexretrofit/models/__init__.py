@@ -1,10 +1,9 @@
 """Model classes: the native LLaDA backbone, the FlexMDM retrofit, tokenizer loading and LoRA presets."""
 
-from flexretrofit.models.auto import MODEL_CLASSES, load_pretrained
+from flexretrofit.models.auto import MODEL_CLASSES, load_pretrained, resolve_dtype
 from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion, FlexMDMOutput
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, LLaDAOutput
-from flexretrofit.models.pretrained import resolve_dtype
 from flexretrofit.models.tokenizer import TokenizerLoadError, load_tokenizer, prepare_tokenizer
 
 __all__ = [

@@ -10,16 +10,12 @@ Mixed in before ``PreTrainedModel`` (``class LLaDAModelLM(DiffusionModelMixin, L
   :class:`~flexretrofit.sampling.FlexGenerationConfig` or :class:`~flexretrofit.sampling.MDMGenerationConfig`)
   when the model is created and ``save_pretrained`` writes it. ``generate`` itself is each class's own
   diffusion sampler, not transformers' autoregressive ``GenerationMixin.generate``, which is not inherited.
-
-:func:`resolve_dtype` turns a dtype name from a command line (``auto``, ``bfloat16``, ...) into the ``dtype=`` to load with.
 """
 
 from __future__ import annotations
 
 import os
 from typing import ClassVar
-
-import torch
 
 from flexretrofit.models.checkpoint import (
     DOWNLOAD_KWARGS,
@@ -70,21 +66,3 @@ class DiffusionModelMixin:
             )
         model.generation_config = generation_config
         return (model, info) if return_info else model
-
-
-def resolve_dtype(name: str | torch.dtype, device: torch.device | str) -> torch.dtype:
-    """The dtype to load a model with on ``device``: ``"auto"`` is bfloat16 on a GPU that supports it, else
-    float32; any other name is a torch dtype (``"bfloat16"``, ``"torch.float16"``, or a ``torch.dtype``).
-
-    Raises:
-        ValueError: ``name`` is not a torch dtype (``"float8"``, ``"zeros"``, ...).
-    """
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        gpu_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else torch.float32
-    dtype = getattr(torch, str(name).removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype={name!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
-    return dtype

@@ -31,8 +31,13 @@ from transformers.utils import ModelOutput
 
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
 from flexretrofit.models.checkpoint import LLADA_ARCHITECTURE_FIELDS, CheckpointKind
-from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, check_token_id_field
-from flexretrofit.models.pretrained import DiffusionModelMixin
+from flexretrofit.models.diffusion_mixin import DiffusionModelMixin
+from flexretrofit.models.llada import (
+    LLaDAConfig,
+    LLaDAModelLM,
+    check_positive_fields,
+    check_token_id_field,
+)
 from flexretrofit.sampling.config import FlexGenerationConfig
 from flexretrofit.sampling.flex import generate_flex, infill
 from flexretrofit.sampling.sequences import GenerationOutput, TokenRows
@@ -107,19 +112,12 @@ class FlexMDMConfig(PreTrainedConfig):
             self.time_embedding_dim = backbone.d_model
         if self.max_length is None:
             self.max_length = backbone.max_sequence_length - 1
-        for name in ("max_length", "modulation_group_size", "time_embedding_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"FlexMDMConfig.{name}={value!r} must be a positive integer; fix it in config.json (or the argument)."
-                )
-        for name in ("insertion_head_scale", "insertion_head_init"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                # The head is softplus(.) * scale, initialised to predict insertion_head_init: both must be > 0.
-                raise ValueError(
-                    f"FlexMDMConfig.{name}={value!r} must be a positive number; fix it in config.json (or the argument)."
-                )
+        # The insertion head is softplus(.) * scale, initialised to predict insertion_head_init: both must be > 0.
+        check_positive_fields(
+            self,
+            ("max_length", "modulation_group_size", "time_embedding_dim"),
+            ("insertion_head_scale", "insertion_head_init"),
+        )
         if self.max_length + 1 > backbone.max_sequence_length:
             raise ValueError(
                 f"max_length={self.max_length} leaves no room for the slot position within the backbone's "
@@ -269,7 +267,7 @@ class FlexMDMForMaskedDiffusion(DiffusionModelMixin, FlexMDMPreTrainedModel):
     and the number of missing tokens in every slot.
 
     ``from_llada`` builds a fresh retrofit of a LLaDA checkpoint; ``from_pretrained`` loads a saved FlexMDM
-    (checked first, see :class:`~flexretrofit.models.pretrained.DiffusionModelMixin`).
+    (checked first, see :class:`~flexretrofit.models.diffusion_mixin.DiffusionModelMixin`).
 
     Example::
 

@@ -34,7 +34,7 @@ from flexretrofit.models.checkpoint import (  # noqa: F401  (check_checkpoint_fo
     check_checkpoint_folder,
     raise_on_key_mismatch,
 )
-from flexretrofit.models.pretrained import DiffusionModelMixin
+from flexretrofit.models.diffusion_mixin import DiffusionModelMixin
 from flexretrofit.sampling.config import MDMGenerationConfig
 from flexretrofit.sampling.mdm import generate_mdm
 from flexretrofit.sampling.sequences import GenerationOutput, TokenRows
@@ -65,6 +65,26 @@ _POSITIVE_SIZES = (
     "max_sequence_length",
 )
 _SPECIAL_TOKEN_IDS = ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+
+
+def check_positive_fields(config: object, integers: tuple[str, ...], numbers: tuple[str, ...] = ()) -> None:
+    """Raise unless each field of ``integers`` is an int >= 1 and each of ``numbers`` a finite number > 0.
+
+    The message names the config class and the field, and says where to fix it.
+    """
+    owner = type(config).__name__
+    for name in integers:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{owner}.{name}={value!r} must be a positive integer; fix it in config.json (or the argument)."
+            )
+    for name in numbers:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise ValueError(
+                f"{owner}.{name}={value!r} must be a positive number; fix it in config.json (or the argument)."
+            )
 
 
 def check_token_id_field(owner: str, name: str, value: object, vocab_size: int) -> None:
@@ -142,18 +162,7 @@ class LLaDAConfig(PreTrainedConfig):
         return self.d_model // self.n_heads
 
     def _check_supported(self) -> None:
-        for name in _POSITIVE_SIZES:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"LLaDAConfig.{name}={value!r} must be a positive integer; fix it in config.json (or the argument)."
-                )
-        for name in ("rope_theta", "rms_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                raise ValueError(
-                    f"LLaDAConfig.{name}={value!r} must be a positive number; fix it in config.json (or the argument)."
-                )
+        check_positive_fields(self, _POSITIVE_SIZES, ("rope_theta", "rms_norm_eps"))
         for name in _SPECIAL_TOKEN_IDS:
             check_token_id_field("LLaDAConfig", name, getattr(self, name), self.vocab_size)
         if self.block_type not in SUPPORTED_BLOCK_TYPES:
@@ -483,7 +492,7 @@ class LLaDAModelLM(DiffusionModelMixin, LLaDAPreTrainedModel):
 
     ``from_pretrained`` accepts a hub id or a local folder with ``config.json`` and ``model.safetensors``
     (or shards plus ``model.safetensors.index.json``), checks it before loading and raises if any key is
-    missing or unexpected (see :class:`~flexretrofit.models.pretrained.DiffusionModelMixin`).
+    missing or unexpected (see :class:`~flexretrofit.models.diffusion_mixin.DiffusionModelMixin`).
 
     Example::
 

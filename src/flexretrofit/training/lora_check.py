@@ -10,33 +10,22 @@ import re
 
 import torch
 
+from flexretrofit.models.auto import load_config, method_config, model_class
 from flexretrofit.models.lora import LORA_PRESETS, lora_target_regex
 from flexretrofit.training.config import ConfigError, LoRAConfig, ModelConfig
 
 
-def _load_model_config(init_from: str):
-    from transformers import AutoConfig
-
-    import flexretrofit  # noqa: F401  (registers the llada / flexmdm config classes)
-
-    return AutoConfig.from_pretrained(init_from)
-
-
 def module_names(model: ModelConfig) -> list[str]:
     """Every module name of the model ``build_model`` would build from ``model`` (LoRA not yet applied)."""
-    from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion, LLaDAModelLM
-
-    config = _load_model_config(model.init_from)
-    if model.kind == "flexmdm" and config.model_type == "llada":
-        try:
-            config = FlexMDMConfig(backbone_config=config, **model.flex_config)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(
-                f"model.flex_config={model.flex_config} is not a valid FlexMDM config: {error}"
-            ) from None
-    model_class = FlexMDMForMaskedDiffusion if config.model_type == "flexmdm" else LLaDAModelLM
+    config = load_config(model.init_from)
+    try:  # the checkpoint's own config, or the FlexMDM config of a fresh retrofit around it
+        config = method_config(config, model.kind, model.flex_config)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"model.flex_config={model.flex_config} is not a valid FlexMDM config: {error}"
+        ) from None
     with torch.device("meta"):
-        skeleton = model_class(config)
+        skeleton = model_class(config.model_type)(config)
     return [name for name, _ in skeleton.named_modules()]
 
 
