@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flexretrofit.utils import check_rank
+
 # Fields of a noised micro-batch (FlexMDMCollator / MDMCollator) by how they are laid out.
 _PER_ROW = ("t", "non_prompt_lengths")  # [B]
 _PER_POSITION = {"xt": None, "xt_attention_mask": False, "logits_positions": False}  # [B, L], pad value
@@ -241,6 +243,7 @@ def balance_micro_batches(
     """The whole pipeline: every slot's noised micro-batch of a global batch (slot order) -> this process's
     ``len(micro_batches) / num_processes`` balanced micro-batches, and the global row indices they hold
     (row ``i`` is row ``i % B`` of slot ``i // B`` for slots of ``B`` rows)."""
+    check_rank(rank, num_processes)
     rows = [row for batch in micro_batches for row in split_rows(batch)]
     widths = [len(row["xt"]) for row in rows]
     masked = [len(row["masked_targets"]) for row in rows]

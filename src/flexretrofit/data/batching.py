@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from flexretrofit.utils import check_rank
+
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of similar-length samples in a seeded random order, sliced per rank.
@@ -54,8 +56,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+        check_rank(rank, world_size)
         if batch_size % world_size:
             raise ValueError(
                 f"the global batch_size {batch_size} does not divide by world_size {world_size}; use a multiple "

@@ -18,7 +18,6 @@ Batch walk-through (FlexMDM)::
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,16 +31,12 @@ from flexretrofit.diffusion.interpolant import (
     stratified_times,
 )
 from flexretrofit.diffusion.schedules import Schedule, build_schedule
-
-
-def _derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integers; different tuples give unrelated seeds."""
-    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+from flexretrofit.utils import check_rank, derive_seed
 
 
 def _generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_derived_seed(*parts))
+    """A CPU generator seeded from integers (``derive_seed``: unrelated seeds for different tuples)."""
+    return torch.Generator().manual_seed(derive_seed(*(int(part) for part in parts)))
 
 
 def pad_samples(samples: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Tensor]:
@@ -82,8 +77,7 @@ class _StepCountingCollator:
     ):
         if pad_token_id == mask_token_id:
             raise ValueError(f"pad_token_id and mask_token_id are both {pad_token_id}; they must differ.")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+        check_rank(rank, world_size)
         self.pad_token_id = pad_token_id
         self.mask_token_id = mask_token_id
         self.rank = rank

@@ -10,7 +10,6 @@ insertion head models the length. :func:`format_dataset` applies a format to a w
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data.corpus import DataError
+from flexretrofit.utils import derive_seed
 
 Sample = dict[str, list]
 SampleFormat = Callable[[Mapping[str, Any]], Sample | None]
@@ -254,15 +254,6 @@ def infill_layout(
     }
 
 
-def _sample_seed(seed: int, *texts: str) -> int:
-    """A per-sample seed that depends only on ``seed`` and the sample's text (not on order or process)."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(str(seed).encode())
-    for text in texts:
-        digest.update(b"\x00" + text.encode())
-    return int.from_bytes(digest.digest(), "little")
-
-
 def choose_middle_span(
     code: str,
     rng: random.Random,
@@ -362,7 +353,8 @@ class CodeInfillFormat:
 
     def split_code(self, instruction: str, code: str) -> tuple[str, str, str] | None:
         """``(prefix, middle, suffix)`` of ``code`` for this format's seed, or None if the code is blank."""
-        rng = random.Random(_sample_seed(self.seed, instruction, code))
+        # The span depends only on the seed and the sample's text (not on order or process).
+        rng = random.Random(derive_seed(self.seed, instruction, code, bits=64, separator="\x00"))
         span = choose_middle_span(code, rng, self.span_unit, self.max_span_lines)
         if span is None:
             return None

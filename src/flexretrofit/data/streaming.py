@@ -29,8 +29,8 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from flexretrofit.data.batching import length_grouped_batches
-from flexretrofit.data.collator import _derived_seed
 from flexretrofit.data.corpus import DataError
+from flexretrofit.utils import check_rank, derive_seed
 
 _SETTINGS = ("seed", "batch_size", "shuffle_buffer", "mega_batch_factor", "rank", "world_size")
 
@@ -75,8 +75,7 @@ class LengthGroupedStream:
             )
         if mega_batch_factor < 1:
             raise ValueError(f"mega_batch_factor must be >= 1, got {mega_batch_factor}.")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+        check_rank(rank, world_size)
         if not all(callable(getattr(stream, name, None)) for name in ("state_dict", "load_state_dict")):
             raise TypeError(
                 f"{type(stream).__name__} has no state_dict/load_state_dict, so its position cannot be saved; "
@@ -147,7 +146,7 @@ class LengthGroupedStream:
                 f"the stream holds {len(samples)} samples, fewer than one batch of {self.batch_size} on rank "
                 f"{self.rank}; give more data or a smaller batch."
             )
-        generator = torch.Generator().manual_seed(_derived_seed(self.seed, self.window))
+        generator = torch.Generator().manual_seed(derive_seed(int(self.seed), self.window))
         lengths = [len(sample["input_ids"]) for sample in samples]
         batches = length_grouped_batches(lengths, self.batch_size, self.mega_batch_factor, generator)
         self._batches = [[samples[i] for i in batch] for batch in batches]

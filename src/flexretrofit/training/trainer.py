@@ -27,7 +27,6 @@ process waiting for the micro-batch that drew the largest times.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +58,7 @@ from flexretrofit.training.model_card import model_card
 from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 from flexretrofit.training.progress import ProgressBar, flat_config
 from flexretrofit.training.validation import batch_layout, check_output_dir, micro_batch_token_cap
+from flexretrofit.utils import derive_seed
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -343,7 +343,7 @@ class Trainer:
             batch = {k: v.to(device) for k, v in batch.items()}
             # Dropout draws from a generator seeded by (seed, step, slot), like the collators' noise: the
             # same sample gets the same mask whatever the process layout, and a resumed run continues it.
-            torch.manual_seed(slot_seed(self.config.train.seed, self.step, self._slots()[m]))
+            torch.manual_seed(derive_seed("dropout", self.config.train.seed, self.step, self._slots()[m]))
             with accelerator.accumulate(model):
                 if accelerator.sync_gradients != (m == len(micro_batches) - 1):
                     raise RuntimeError(
@@ -542,12 +542,6 @@ class Trainer:
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped before the update."""
-
-
-def slot_seed(seed: int, step: int, slot: int) -> int:
-    """A 63-bit seed for one (step, slot of the global batch); unrelated across tuples."""
-    digest = hashlib.blake2b(f"dropout,{seed},{step},{slot}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def _rows(dataset, indices) -> list[dict[str, list]]:
