@@ -1,7 +1,8 @@
 """The maze planning task, in one place: the task a FlexMDM is compared with its MDM on (``make demo``).
 
-- :mod:`.instances`: mazes, subgoals (hints on the path), splits and files;
-- :mod:`.text`: the prompt and answer formats and the exact checker;
+- :mod:`.grid`: moves, walls, the :class:`~.grid.Maze` itself and the geometry on it (the bottom layer);
+- :mod:`.text`: the prompt and answer formats and the exact checker (imports :mod:`.grid`);
+- :mod:`.instances`: task records, difficulties, subgoals (hints on the path), splits and files;
 - :mod:`.evaluation`: solvers (anchored ``infill`` for a FlexMDM, ``generate_mdm`` for an MDM), resumable
   result rows and their summary;
 - :mod:`.report`: the FlexMDM-vs-MDM report;

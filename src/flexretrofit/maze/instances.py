@@ -46,32 +46,50 @@ An MDM must write the whole path on its canvas, each given cell at its absolute 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.maze.text import (
-    ANSWER_FORMATS,
-    MAX_CELLS_FOR_CELL_IDS,
-    MOVES,
-    WALL_BITS,
-    _cell,
-    answer_text,
-    parse_answer,
+# The grid and its geometry live in maze.grid (below the text format); they stay importable here.
+from flexretrofit.maze.grid import (
+    ALL_WALLS,
+    OPPOSITE,
+    Maze,
+    breadth_first,
+    generate_maze,
     path_cells,
-    prompt_text,
-    walk,
+    render,
+    shortest_path,
+    trace_moves,
 )
+from flexretrofit.maze.text import answer_text, parse_answer, prompt_text
 
-# The move that undoes each move (MOVES and WALL_BITS live with the answer format, in maze.text).
-OPPOSITE: dict[str, str] = {"U": "D", "D": "U", "L": "R", "R": "L"}
-ALL_WALLS = 15
+__all__ = [
+    "ALL_WALLS",
+    "DIFFICULTIES",
+    "OPPOSITE",
+    "SPLITS",
+    "TOKENIZER_TEXT",
+    "MazeDifficulty",
+    "MazeInstance",
+    "answer_lengths",
+    "build_splits",
+    "draw_hints",
+    "generate_maze",
+    "load_splits",
+    "read_jsonl",
+    "reference_length_distribution",
+    "render",
+    "sample_instance",
+    "save_splits",
+    "shortest_path",
+    "write_jsonl",
+]
 
 SPLITS = ("train", "validation", "test")
 
@@ -118,67 +136,9 @@ DIFFICULTIES: dict[str, MazeDifficulty] = {
 }
 
 
-@dataclass(frozen=True)
-class MazeInstance:
-    """One task: a maze, a start and a goal cell, and the reference (unique shortest) path.
-
-    ``walls`` holds one 4-bit wall mask per cell, row-major (see the module docstring). The constructor
-    checks that the maze is consistent and that ``path`` is a shortest path from ``start`` to ``goal``.
-    """
-
-    difficulty: str
-    height: int
-    width: int
-    walls: tuple[int, ...]
-    start: tuple[int, int]
-    goal: tuple[int, int]
-    path: tuple[str, ...]
-    answer_format: str = "moves"
-    hints: tuple[int, ...] | None = None
-    canonical_hash: str = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        for name in ("walls", "start", "goal", "path"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.hints is not None:
-            object.__setattr__(self, "hints", tuple(int(i) for i in self.hints))
-            _validate_hints(self)
-        _validate_walls(self.height, self.width, self.walls)
-        if self.answer_format not in ANSWER_FORMATS:
-            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}.")
-        if self.answer_format == "cells" and self.height * self.width > MAX_CELLS_FOR_CELL_IDS:
-            raise ValueError(
-                f"the cells answer format writes each cell as one hex digit, so grids have at most "
-                f"{MAX_CELLS_FOR_CELL_IDS} cells; got {self.height}x{self.width}. Use answer_format='moves'."
-            )
-        for name in ("start", "goal"):
-            row, col = getattr(self, name)
-            if not (0 <= row < self.height and 0 <= col < self.width):
-                raise ValueError(f"{name} {row},{col} is outside the {self.height}x{self.width} grid.")
-        if self.start == self.goal:
-            raise ValueError(f"start and goal are the same cell {self.start}; the path would be empty.")
-        end, error = walk(self, self.path)
-        if error is not None or end != self.goal:
-            raise ValueError(f"path {''.join(self.path)!r} does not lead from start to goal: {error or end}.")
-        shortest = shortest_path(self.height, self.width, self.walls, self.start, self.goal)
-        if len(self.path) != len(shortest):
-            raise ValueError(f"path has {len(self.path)} moves; the shortest has {len(shortest)}.")
-        key = f"{self.height}x{self.width}:{_hex_walls(self.walls)}:{_cell(self.start)}:{_cell(self.goal)}"
-        object.__setattr__(self, "canonical_hash", hashlib.sha256(key.encode()).hexdigest())
-
-    @property
-    def id(self) -> str:
-        """Stable id from the maze content (not from the split or the generation order)."""
-        return f"maze-{self.canonical_hash[:16]}"
-
-    @property
-    def num_moves(self) -> int:
-        return len(self.path)
-
-    @property
-    def anchors(self) -> tuple[int, ...]:
-        """Indices (into the path's cells) a solver is given: the hints and the goal (subgoal tasks only)."""
-        return () if self.hints is None else (*self.hints, self.num_moves - 1)
+class MazeInstance(Maze):
+    """One task: a :class:`~flexretrofit.maze.grid.Maze` (grid, start, goal, reference path, answer format,
+    hints; checked on construction) as the task's record: its answer pieces and its JSONL form."""
 
     def answer_pieces(self) -> list[dict[str, Any]]:
         """The answer as runs of cells, ``{"text": " 4 3", "anchor": bool}``: anchors (given cells, kept in
@@ -251,42 +211,6 @@ class MazeInstance:
 # ---------------------------------------------------------------------------------------------
 
 
-def generate_maze(height: int, width: int, rng: random.Random) -> tuple[int, ...]:
-    """A perfect maze carved by randomized depth-first search; one wall mask per cell, row-major."""
-    walls = [ALL_WALLS] * (height * width)
-    visited = [False] * (height * width)
-    stack = [(rng.randrange(height), rng.randrange(width))]
-    visited[stack[0][0] * width + stack[0][1]] = True
-    while stack:
-        row, col = stack[-1]
-        options = [
-            (move, row + d_row, col + d_col)
-            for move, (d_row, d_col) in MOVES.items()
-            if 0 <= row + d_row < height
-            and 0 <= col + d_col < width
-            and not visited[(row + d_row) * width + col + d_col]
-        ]
-        if not options:
-            stack.pop()
-            continue
-        move, next_row, next_col = rng.choice(options)
-        walls[row * width + col] &= ~WALL_BITS[move]
-        walls[next_row * width + next_col] &= ~WALL_BITS[OPPOSITE[move]]
-        visited[next_row * width + next_col] = True
-        stack.append((next_row, next_col))
-    return tuple(walls)
-
-
-def shortest_path(
-    height: int, width: int, walls: Sequence[int], start: tuple[int, int], goal: tuple[int, int]
-) -> tuple[str, ...]:
-    """The moves of a shortest path (breadth-first search); ValueError if the goal is unreachable."""
-    distances, parents = _search(height, width, walls, start)
-    if distances[goal[0] * width + goal[1]] < 0:
-        raise ValueError(f"goal {_cell(goal)} cannot be reached from start {_cell(start)}.")
-    return _trace(parents, width, goal)
-
-
 def sample_instance(
     difficulty: str | MazeDifficulty,
     rng: random.Random,
@@ -306,11 +230,11 @@ def sample_instance(
     for _ in range(max_tries):
         walls = generate_maze(spec.height, spec.width, rng)
         for start in rng.sample(cells, k=min(len(cells), 8)):
-            distances, parents = _search(spec.height, spec.width, walls, start)
+            distances, parents = breadth_first(spec.height, spec.width, walls, start)
             goals = [cell for index, cell in enumerate(cells) if distances[index] == target]
             if goals:
                 goal = rng.choice(goals)
-                path = _trace(parents, spec.width, goal)
+                path = trace_moves(parents, spec.width, goal)
                 hints = None if hint_rate is None else draw_hints(len(path), hint_rate, rng, hint_stride)
                 return MazeInstance(
                     spec.name, spec.height, spec.width, walls, start, goal, path, answer_format, hints
@@ -446,41 +370,9 @@ def answer_lengths(instances: Iterable[MazeInstance]) -> dict[str, list[int]]:
     return dict(lengths)
 
 
-def render(instance: MazeInstance, moves: Sequence[str] | None = None) -> str:
-    """ASCII picture of the maze: ``S`` start, ``G`` goal, ``*`` the cells visited by ``moves``
-    (default: the reference path) until the first illegal move."""
-    moves = instance.path if moves is None else moves
-    visited = set()
-    row, col = instance.start
-    for move in moves:
-        d_row, d_col = MOVES[move]
-        if not (0 <= row + d_row < instance.height and 0 <= col + d_col < instance.width):
-            break
-        if instance.walls[row * instance.width + col] & WALL_BITS[move]:
-            break
-        row, col = row + d_row, col + d_col
-        visited.add((row, col))
-    lines = ["+" + "---+" * instance.width]
-    for row in range(instance.height):
-        cells, floor = "|", "+"
-        for col in range(instance.width):
-            mask = instance.walls[row * instance.width + col]
-            mark = "S" if (row, col) == instance.start else "G" if (row, col) == instance.goal else " "
-            if mark == " " and (row, col) in visited:
-                mark = "*"
-            cells += f" {mark} " + ("|" if mask & WALL_BITS["R"] else " ")
-            floor += ("---" if mask & WALL_BITS["D"] else "   ") + "+"
-        lines += [cells, floor]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _hex_walls(walls: Sequence[int]) -> str:
-    return "".join(f"{mask:x}" for mask in walls)
 
 
 def _difficulty(difficulty: str | MazeDifficulty) -> MazeDifficulty:
@@ -491,71 +383,6 @@ def _difficulty(difficulty: str | MazeDifficulty) -> MazeDifficulty:
             f"unknown difficulty {difficulty!r}; use one of {sorted(DIFFICULTIES)} or a MazeDifficulty."
         )
     return DIFFICULTIES[difficulty]
-
-
-def _validate_hints(instance: MazeInstance) -> None:
-    if instance.answer_format != "cells":
-        raise ValueError(
-            "subgoals (hints) need answer_format='cells': a given cell id says where on the path it lies."
-        )
-    hints = instance.hints
-    if any(not 0 <= i < instance.num_moves - 1 for i in hints) or list(hints) != sorted(set(hints)):
-        raise ValueError(
-            f"hints must be increasing path-cell indices in 0..{instance.num_moves - 2} (the goal is always "
-            f"given), got {list(hints)}."
-        )
-
-
-def _validate_walls(height: int, width: int, walls: Sequence[int]) -> None:
-    if len(walls) != height * width:
-        raise ValueError(f"a {height}x{width} maze needs {height * width} wall masks, got {len(walls)}.")
-    for index, mask in enumerate(walls):
-        if not 0 <= mask <= ALL_WALLS:
-            raise ValueError(f"wall mask {mask} of cell {index} is not in 0..15.")
-        row, col = divmod(index, width)
-        for move, (d_row, d_col) in MOVES.items():
-            next_row, next_col = row + d_row, col + d_col
-            blocked = bool(mask & WALL_BITS[move])
-            if not (0 <= next_row < height and 0 <= next_col < width):
-                if not blocked:
-                    raise ValueError(f"cell {row},{col} has no wall on the grid border ({move}).")
-            elif blocked != bool(walls[next_row * width + next_col] & WALL_BITS[OPPOSITE[move]]):
-                raise ValueError(
-                    f"cells {row},{col} and {next_row},{next_col} disagree about the wall between them."
-                )
-
-
-def _search(
-    height: int, width: int, walls: Sequence[int], start: tuple[int, int]
-) -> tuple[list[int], list[tuple[int, str] | None]]:
-    """Breadth-first search from ``start``: distance per cell (-1 if unreachable) and (parent index, move)."""
-    distances = [-1] * (height * width)
-    parents: list[tuple[int, str] | None] = [None] * (height * width)
-    origin = start[0] * width + start[1]
-    distances[origin] = 0
-    queue = deque([origin])
-    while queue:
-        index = queue.popleft()
-        row, col = divmod(index, width)
-        for move, (d_row, d_col) in MOVES.items():
-            if walls[index] & WALL_BITS[move]:
-                continue
-            neighbour = (row + d_row) * width + col + d_col
-            if distances[neighbour] < 0:
-                distances[neighbour] = distances[index] + 1
-                parents[neighbour] = (index, move)
-                queue.append(neighbour)
-    return distances, parents
-
-
-def _trace(parents: Sequence[tuple[int, str] | None], width: int, goal: tuple[int, int]) -> tuple[str, ...]:
-    moves = []
-    step = parents[goal[0] * width + goal[1]]
-    while step is not None:
-        index, move = step
-        moves.append(move)
-        step = parents[index]
-    return tuple(reversed(moves))
 
 
 def _apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:

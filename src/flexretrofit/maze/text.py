@@ -3,25 +3,45 @@
 Two answer formats (:data:`ANSWER_FORMATS`) over the same mazes (see :mod:`flexretrofit.maze.instances`):
 ``moves`` (``" D L L D R"``) and ``cells`` (the hex ids of the cells the path visits, ``" 3 4 5 8"``). Both
 parse to moves (:func:`parse_answer`); :func:`check_answer` walks them through the maze. Functions take a
-:class:`~flexretrofit.maze.instances.MazeInstance`.
+:class:`~flexretrofit.maze.grid.Maze` (a
+:class:`~flexretrofit.maze.instances.MazeInstance` is one).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from flexretrofit.maze.instances import MazeInstance
+# MOVES, WALL_BITS, ANSWER_FORMATS, walk and path_cells live with the grid (maze.grid); they stay importable here.
+from flexretrofit.maze.grid import (
+    ANSWER_FORMATS,
+    MAX_CELLS_FOR_CELL_IDS,
+    MOVES,
+    WALL_BITS,
+    Maze,
+    cell_text,
+    path_cells,
+    walk,
+)
 
-# Row and column step of each move; the wall bit that blocks it.
-MOVES: dict[str, tuple[int, int]] = {"U": (-1, 0), "R": (0, 1), "D": (1, 0), "L": (0, -1)}
-WALL_BITS: dict[str, int] = {"U": 1, "R": 2, "D": 4, "L": 8}
-
-ANSWER_FORMATS = ("moves", "cells")
-MAX_CELLS_FOR_CELL_IDS = 16  # cell ids are written as one hex digit
+__all__ = [
+    "ANSWER_FORMATS",
+    "MAX_CELLS_FOR_CELL_IDS",
+    "MOVES",
+    "WALL_BITS",
+    "CheckResult",
+    "answer_text",
+    "cells_to_moves",
+    "check_answer",
+    "parse_answer",
+    "parse_cells",
+    "parse_moves",
+    "path_cells",
+    "prompt_text",
+    "success_rates",
+    "walk",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,7 @@ class CheckResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def prompt_text(instance: MazeInstance, show_hints: bool = True) -> str:
+def prompt_text(instance: Maze, show_hints: bool = True) -> str:
     """``maze HxW walls: <one hex digit per cell> start r,c goal r,c path:`` (``cells`` format: ``start i
     goal j`` with hex cell ids). A subgoal task lists its hints, ``... goal j via h1 h2 path:``, unless
     ``show_hints`` is False (the same maze as a plain one)."""
@@ -50,7 +70,7 @@ def prompt_text(instance: MazeInstance, show_hints: bool = True) -> str:
     if instance.answer_format == "cells":
         start, goal = _cell_id(instance, instance.start), _cell_id(instance, instance.goal)
     else:
-        start, goal = _cell(instance.start), _cell(instance.goal)
+        start, goal = cell_text(instance.start), cell_text(instance.goal)
     via = ""
     if show_hints and instance.hints is not None:
         visited = path_cells(instance, instance.path)
@@ -58,23 +78,12 @@ def prompt_text(instance: MazeInstance, show_hints: bool = True) -> str:
     return f"maze {instance.height}x{instance.width} walls: {cells} start {start} goal {goal}{via} path:"
 
 
-def answer_text(instance: MazeInstance) -> str:
+def answer_text(instance: Maze) -> str:
     """The reference answer, each token preceded by a space: the moves (``" D L L D R"``), or for the
     ``cells`` format the hex ids of the cells the path visits after the start (``" 3 4 5 8"``)."""
     if instance.answer_format == "cells":
         return "".join(f" {_cell_id(instance, cell)}" for cell in path_cells(instance, instance.path))
     return "".join(f" {move}" for move in instance.path)
-
-
-def path_cells(instance: MazeInstance, moves: Sequence[str]) -> list[tuple[int, int]]:
-    """The cells visited after each move from the start (walls are not checked here)."""
-    row, col = instance.start
-    cells = []
-    for move in moves:
-        d_row, d_col = MOVES[move]
-        row, col = row + d_row, col + d_col
-        cells.append((row, col))
-    return cells
 
 
 def parse_cells(text: str) -> tuple[int, ...]:
@@ -137,22 +146,7 @@ def parse_moves(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def walk(instance: MazeInstance, moves: Iterable[str]) -> tuple[tuple[int, int], tuple[str, str] | None]:
-    """Follow ``moves`` from the start. Returns ``(cell reached, None)``, or ``(cell before the bad move,
-    (reason, detail))`` at the first move that leaves the grid or crosses a wall."""
-    row, col = instance.start
-    for index, move in enumerate(moves):
-        d_row, d_col = MOVES[move]
-        next_row, next_col = row + d_row, col + d_col
-        if not (0 <= next_row < instance.height and 0 <= next_col < instance.width):
-            return (row, col), ("off_grid", f"move {index} ({move}) from {row},{col} leaves the grid")
-        if instance.walls[row * instance.width + col] & WALL_BITS[move]:
-            return (row, col), ("wall", f"move {index} ({move}) from {row},{col} goes through a wall")
-        row, col = next_row, next_col
-    return (row, col), None
-
-
-def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
+def check_answer(instance: Maze, generated_text: str) -> CheckResult:
     """Exact check of a generated answer (in the instance's answer format): legal moves only, ends at the
     goal, passes every subgoal in order, and shortest length. A ``cells`` answer that jumps to a
     non-neighbouring cell is ``garbage``."""
@@ -168,10 +162,12 @@ def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
     if error is not None:
         return CheckResult(False, *error)
     if end != instance.goal:
-        return CheckResult(False, "not_at_goal", f"ends at {_cell(end)}, the goal is {_cell(instance.goal)}")
+        return CheckResult(
+            False, "not_at_goal", f"ends at {cell_text(end)}, the goal is {cell_text(instance.goal)}"
+        )
     missed = _first_missed_subgoal(instance, moves)
     if missed is not None:
-        return CheckResult(False, "missed_subgoal", f"never passes subgoal {_cell(missed)} in its turn")
+        return CheckResult(False, "missed_subgoal", f"never passes subgoal {cell_text(missed)} in its turn")
     if len(moves) != instance.num_moves:
         return CheckResult(
             False, "not_shortest", f"{len(moves)} moves; the shortest path has {instance.num_moves}"
@@ -179,7 +175,7 @@ def check_answer(instance: MazeInstance, generated_text: str) -> CheckResult:
     return CheckResult(True, "ok")
 
 
-def success_rates(instances: Sequence[MazeInstance], generated_texts: Sequence[str]) -> dict[str, float]:
+def success_rates(instances: Sequence[Maze], generated_texts: Sequence[str]) -> dict[str, float]:
     """Fraction of valid answers per difficulty, plus ``"all"``."""
     if len(instances) != len(generated_texts):
         raise ValueError(f"got {len(instances)} instances but {len(generated_texts)} generated texts.")
@@ -193,7 +189,7 @@ def success_rates(instances: Sequence[MazeInstance], generated_texts: Sequence[s
     return {name: sum(values) / len(values) for name, values in outcomes.items()}
 
 
-def _first_missed_subgoal(instance: MazeInstance, moves: Sequence[str]) -> tuple[int, int] | None:
+def _first_missed_subgoal(instance: Maze, moves: Sequence[str]) -> tuple[int, int] | None:
     """The first subgoal the walk does not reach after the previous one (None when all are passed in order)."""
     if not instance.hints:
         return None
@@ -205,9 +201,5 @@ def _first_missed_subgoal(instance: MazeInstance, moves: Sequence[str]) -> tuple
     return None
 
 
-def _cell(cell: tuple[int, int]) -> str:
-    return f"{cell[0]},{cell[1]}"
-
-
-def _cell_id(instance: MazeInstance, cell: tuple[int, int]) -> str:
+def _cell_id(instance: Maze, cell: tuple[int, int]) -> str:
     return f"{cell[0] * instance.width + cell[1]:x}"
