@@ -271,7 +271,7 @@ def test_seccomp_refuses_namespaces_mounts_ptrace_and_new_sessions():
 
 
 def test_seccomp_program_jumps_stay_inside_the_program():
-    from flexretrofit.evaluation import _sandbox_isolation as isolation
+    from flexretrofit.evaluation.sandbox import isolation
 
     program = isolation.seccomp_program(isolation.X86_64)
     for index, (code, jump_true, jump_false, _) in enumerate(program):

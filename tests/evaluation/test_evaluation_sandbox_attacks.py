@@ -470,7 +470,7 @@ def test_a_refused_answer_or_a_crash_is_not_the_error_a_test_expects(program):
 
 
 def _judge_module():
-    path = Path(__file__).resolve().parents[2] / "src/flexretrofit/evaluation/_sandbox_judge.py"
+    path = Path(__file__).resolve().parents[2] / "src/flexretrofit/evaluation/sandbox/judge.py"
     spec = importlib.util.spec_from_file_location("sandbox_judge_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

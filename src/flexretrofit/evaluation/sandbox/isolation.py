@@ -1,6 +1,6 @@
 """Isolation of the candidate process of :mod:`flexretrofit.evaluation.sandbox` (standard library only).
 
-Loaded by file path from ``_sandbox_judge.py`` (the interpreter runs ``-I -S``, so nothing else is
+Loaded by file path from ``judge.py`` (the interpreter runs ``-I -S``, so nothing else is
 importable); never imported by the package. :func:`isolate` turns a freshly forked child of the judge
 into the candidate process; every step is recorded by name in ``report["isolation"]`` and skipped,
 with a note, when the OS refuses it:

@@ -1,7 +1,7 @@
 """Judge side of :mod:`flexretrofit.evaluation.sandbox`: run trusted tests against an isolated candidate.
 
 Runs in its own ``python -I -S`` interpreter, which loads this file by path and calls :func:`main` with
-``CONFIG_JSON`` as ``sys.argv[1]`` (``python -I -S _sandbox_judge.py CONFIG_JSON`` does the same); never
+``CONFIG_JSON`` as ``sys.argv[1]`` (``python -I -S judge.py CONFIG_JSON`` does the same); never
 imported by the package. Standard library only (importing ``flexretrofit`` would pull in torch and
 transformers).
 
@@ -11,7 +11,7 @@ One run, two processes that share nothing but two pipes:
   candidate's copy of memory holds no test, answer or reference; then it reads the task from fd 0,
   runs the trusted ``context`` and ``test`` code and calls ``check(candidate)``, where ``candidate``
   is a proxy: each call sends its arguments to the candidate and returns the candidate's answer;
-- the **candidate** (isolated by ``_sandbox_isolation.isolate``, then untrusted) runs the program
+- the **candidate** (isolated by ``isolation.isolate``, then untrusted) runs the program
   and answers calls of its ``entry_point``.
 
 Only plain data crosses (None, bool, int, float, complex, str, bytes and lists, tuples, dicts, sets and
@@ -393,8 +393,8 @@ def become_candidate(config, closing, requests_fd, replies_fd, status_fd):
 
 
 def _load_isolation():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_isolation.py")
-    spec = importlib.util.spec_from_file_location("_sandbox_isolation", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
+    spec = importlib.util.spec_from_file_location("sandbox_isolation", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

