@@ -2,7 +2,7 @@
 
 The tiny tokenizer is a byte-level BPE trained offline on a small built-in corpus, with the special
 tokens in the roles LLaDA uses them (mask, eos = pad, bos, chat headers) plus a boundary marker for
-infilling. Tiny checkpoints are written in the published LLaDA layout (config.json with the published
+infilling. Test helpers import the library, never the other way round. Tiny checkpoints are written in the published LLaDA layout (config.json with the published
 field names, sharded safetensors and an index), so they exercise the real loading path.
 """
 
@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from flexretrofit.maze.instances import TOKENIZER_TEXT
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM
 from flexretrofit.models.tokenizer import prepare_tokenizer
@@ -36,8 +37,7 @@ _CORPUS = [
     "<answer>\\boxed{72}</answer> The answer is 72. 1,000 + 2,500 = 3,500; -7 * 3 = -21; 0.5 * 4 = 2.",
     "def add(a, b):\n    return a + b\n\n\ndef fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
     "for i in range(10):\n    print(i)\nwhile x > 0:\n    x -= 1\nreturn [x for x in xs if x % 2 == 0]\n",
-    "maze 7x7 walls: 0 1 2 3 4 5 6 7 8 9 a b c d e f start 0,0 goal 6,6 path: U D L R U D L R",
-    "maze 5x5 walls: f e d c b a 9 8 7 6 5 4 3 2 1 0 start 4,4 goal 0,0 path: R L D U R L D U",
+    *TOKENIZER_TEXT.splitlines(),  # every maze symbol, one token each
     "user assistant system You are a helpful assistant. Solve the problem step by step.",
     "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 25 30 40 50 60 70 80 90 100",
 ]
