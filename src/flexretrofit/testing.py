@@ -2,8 +2,10 @@
 
 The tiny tokenizer is a byte-level BPE trained offline on a small built-in corpus, with the special
 tokens in the roles LLaDA uses them (mask, eos = pad, bos, chat headers) plus a boundary marker for
-infilling. Test helpers import the library, never the other way round. Tiny checkpoints are written in the published LLaDA layout (config.json with the published
+infilling. Tiny checkpoints are written in the published LLaDA layout (config.json with the published
 field names, sharded safetensors and an index), so they exercise the real loading path.
+
+Test helpers import the library, never the other way round: library code does not import this module.
 """
 
 from __future__ import annotations
