@@ -13,6 +13,7 @@ from flexretrofit.sampling.methods import (
     SamplingMethod,
     build_generation_config,
     sampling_method,
+    sampling_method_of,
 )
 from flexretrofit.sampling.sequences import GenerationOutput, GenerationStep
 from flexretrofit.sampling.text import generate_text, infill_text
@@ -34,4 +35,5 @@ __all__ = [
     "infill_mdm",
     "infill_text",
     "sampling_method",
+    "sampling_method_of",
 ]

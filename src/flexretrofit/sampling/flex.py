@@ -27,6 +27,9 @@ segment, and a clean token never changes again. MASK, PAD, EOS and the config's
 gets the same result in any batch. Host syncs per step: the MASK positions (``nonzero``, also inside the
 model's ``logits_positions`` gather) and the longest new row, which sizes the next canvas.
 
+This module holds the entry points and the step loop; one step (unmask, then insert) is
+:func:`~flexretrofit.sampling.flex_steps.flex_step`.
+
 The model is anything with ``model(input_ids, t, attention_mask, logits_positions=...)`` returning
 ``logits`` and ``expected_gaps`` (:class:`~flexretrofit.models.FlexMDMForMaskedDiffusion`), a
 ``config`` with ``mask_token_id``, ``pad_token_id``, ``eos_token_id`` and ``max_length``, and the
@@ -36,31 +39,45 @@ The model is anything with ``model(input_ids, t, attention_mask, logits_position
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from flexretrofit.diffusion.schedules import Schedule
 from flexretrofit.sampling.config import FlexGenerationConfig, resolve_generation_config
-from flexretrofit.sampling.randomness import (
-    STREAM_INSERTION,
-    STREAM_ROUNDING,
-    STREAM_TOKEN,
-    STREAM_UNMASK_COUNT,
-    binomial_inverse_cdf,
-    categorical_inverse_cdf,
-    counter_uniform,
-    poisson_inverse_cdf,
-    row_seeds,
+from flexretrofit.sampling.flex_steps import (
+    StepSetup,
+    canvas_width,
+    flex_step,
+    forbidden_token_ids,
+    step_probability,
+    step_rates,
 )
+from flexretrofit.sampling.randomness import row_seeds
 from flexretrofit.sampling.sequences import (
     GenerationOutput,
     GenerationStep,
     TokenRows,
-    as_token_rows,
+    check_rows_have_tokens,
+    check_token_ids,
+    empty_output,
+    has_insertion_head,
+    infill_rows,
     pad_rows,
+    prompt_rows,
 )
+from flexretrofit.utils import model_device
+
+# Public here before the step and the shared checks had their own modules.
+__all__ = [
+    "check_token_ids",
+    "empty_output",
+    "forbidden_token_ids",
+    "generate_flex",
+    "infill",
+    "model_device",
+    "require_flexmdm",
+    "step_probability",
+]
 
 
 def generate_flex(
@@ -97,12 +114,7 @@ def generate_flex(
     require_flexmdm(model, "generate_flex", "generate_mdm")
     generator = kwargs.pop("generator", None)
     config = resolve_generation_config(generation_config, FlexGenerationConfig, kwargs, model)
-    prompts = as_token_rows(input_ids, attention_mask)
-    for b, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise ValueError(
-                f"prompt {b} is empty; give every row at least one token (e.g. the BOS id) to generate from."
-            )
+    prompts = prompt_rows(input_ids, attention_mask)
     output, _ = _sample(model, [[prompt, prompt.new_empty(0)] for prompt in prompts], config, generator)
     return output
 
@@ -160,17 +172,8 @@ def infill(
             raise ValueError(
                 "infill needs prefix_ids and suffix_ids, or segments=[[seg_0, seg_1, ...], ...]."
             )
-        prefixes = as_token_rows(prefix_ids, name="prefix_ids")
-        suffixes = as_token_rows(suffix_ids, name="suffix_ids")
-        if len(prefixes) != len(suffixes):
-            raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
-        rows = [[prefix, suffix] for prefix, suffix in zip(prefixes, suffixes)]
-    for b, row in enumerate(rows):
-        if sum(len(segment) for segment in row) == 0:
-            raise ValueError(
-                f"row {b} has no token: an empty prefix and an empty suffix (or only empty segments); "
-                "use generate_flex with a prompt."
-            )
+        rows = infill_rows(prefix_ids, suffix_ids)
+    check_rows_have_tokens(rows, "generate_flex")
     output, regions = _sample(model, rows, config, generator)
     gaps = _gaps(output, regions, [len(row) - 1 for row in rows])
     output.middles = gaps if segments is not None else [row_gaps[0] for row_gaps in gaps]
@@ -223,85 +226,13 @@ def _gaps(output: GenerationOutput, regions: Tensor, num_gaps: list[int]) -> lis
 
 def require_flexmdm(model: nn.Module, sampler: str, fixed_length_sampler: str) -> None:
     """Raise a TypeError naming the fixed-length sampler when ``model`` has no insertion head or schedules."""
-    if hasattr(model, "insertion_schedule") and hasattr(model, "unmask_schedule"):
+    if has_insertion_head(model):
         return
     raise TypeError(
         f"{sampler} needs a FlexMDM (a model with an insertion head), got {type(model).__name__}; sample a "
         f"fixed-length LLaDA model with flexretrofit.sampling.{fixed_length_sampler} (or model.generate), or "
         "retrofit it first with FlexMDMForMaskedDiffusion.from_llada(model)"
     )
-
-
-@dataclass
-class _Setup:
-    """What stays fixed during one sampling run.
-
-    Every token carries a *region* (``[B, W]`` long, moved along with it): ``2s`` for a token of segment
-    ``s``, ``2j - 1`` for a token generated in gap ``j`` (between segments ``j - 1`` and ``j``). Regions never
-    decrease along a row; ``last_region`` (``[B]``, ``2k`` for ``k`` gaps) stands in right of the last token.
-    """
-
-    mask_id: int
-    pad_id: int
-    cap: int
-    seeds: Tensor  # [B]
-    last_region: Tensor  # [B]
-    forbidden: Tensor  # [n] token ids never emitted
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless module)."""
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def empty_output(device: torch.device, return_trace: bool) -> GenerationOutput:
-    """What a sampler returns for an empty batch: no rows (``sequences`` ``[0, 0]``), and no steps traced."""
-    none = torch.zeros(0, dtype=torch.long, device=device)
-    return GenerationOutput(
-        sequences=none.view(0, 0),
-        lengths=none,
-        prompt_lengths=none,
-        suffix_lengths=none,
-        trace=[] if return_trace else None,
-    )
-
-
-def check_token_ids(rows: Sequence[Tensor], model_config) -> None:
-    """Raise a ValueError naming the first id outside ``[0, vocab_size)`` (one host sync for the batch).
-
-    Unchecked, such an id ends in a bare IndexError inside the embedding, or a silently wrong token
-    when it falls in the embedding's padding beyond the vocabulary.
-    """
-    vocab = getattr(getattr(model_config, "backbone_config", model_config), "vocab_size", None)
-    if vocab is None or not rows:
-        return
-    ids = torch.cat([row.reshape(-1) for row in rows])
-    bad = ((ids < 0) | (ids >= vocab)).nonzero()
-    if len(bad) == 0:
-        return
-    first = int(bad[0])
-    row = int((torch.tensor([len(r) for r in rows]).cumsum(0) <= first).sum())
-    raise ValueError(
-        f"row {row} holds token id {int(ids[first])}, outside the model's vocabulary [0, {vocab}); pass ids "
-        "from the model's own tokenizer."
-    )
-
-
-def forbidden_token_ids(model_config, extra: list[int] | None, vocab: int | None = None) -> list[int]:
-    """MASK, PAD, EOS (all of ``eos_token_id`` if a list), ``extra`` and any embedding padding beyond ``vocab``."""
-    ids = {model_config.mask_token_id, model_config.pad_token_id}
-    eos = getattr(model_config, "eos_token_id", None)
-    ids.update([eos] if isinstance(eos, int) else (eos or []))
-    ids.update(extra or [])
-    backbone = getattr(model_config, "backbone_config", model_config)
-    vocab_size, embedding_size = (
-        getattr(backbone, "vocab_size", None),
-        getattr(backbone, "embedding_size", None),
-    )
-    if vocab_size is not None and embedding_size is not None:
-        ids.update(range(vocab_size, embedding_size))
-    return sorted(i for i in ids if i is not None)
 
 
 def _sample(
@@ -311,7 +242,7 @@ def _sample(
     generator: torch.Generator | None,
 ) -> tuple[GenerationOutput, Tensor]:
     """Run the sampler from the given segments of each row; returns the output and the final regions ``[B, L']``
-    (see :class:`_Setup`). Generating after a prompt is the segments ``[prompt, []]``."""
+    (see :class:`~.flex_steps.StepSetup`). Generating after a prompt is the segments ``[prompt, []]``."""
     model_config = model.config
     device = model_device(model)
     model_cap = int(model_config.max_length)
@@ -340,7 +271,7 @@ def _sample(
     base_seed = config.seed
     if generator is not None:
         base_seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-    setup = _Setup(
+    setup = StepSetup(
         mask_id=mask_id,
         pad_id=pad_id,
         cap=cap,
@@ -351,7 +282,7 @@ def _sample(
         ),
     )
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-    width = _canvas_width(int(lengths.max()), cap, config)
+    width = canvas_width(int(lengths.max()), cap, config)
     ids, lengths = pad_rows(rows, pad_id, width, device)
     region_rows = [
         torch.cat([torch.full((len(segment),), 2 * s, dtype=torch.long) for s, segment in enumerate(row)])
@@ -364,21 +295,10 @@ def _sample(
     steps = config.steps
     with torch.no_grad():
         for k in range(steps):
-            t = k / steps
-            rates = None
-            if k < steps - 1 and config.count_distribution == "binomial":
-                # Exact per-step probabilities; the last inserting step takes every slot's remaining count.
-                rates = (
-                    step_probability(unmask_schedule, t, (k + 1) / steps),
-                    1.0 if k == steps - 2 else step_probability(insertion_schedule, t, (k + 1) / steps),
-                )
-            elif k < steps - 1:
-                t64 = torch.tensor(t, dtype=torch.float64)
-                rates = (
-                    float(unmask_schedule.rate(t64)) / steps,
-                    float(insertion_schedule.rate(t64)) / steps,
-                )
-            ids, lengths, regions, record = _step(model, ids, lengths, regions, k, t, rates, setup, config)
+            rates = step_rates(k, steps, unmask_schedule, insertion_schedule, config)
+            ids, lengths, regions, record = flex_step(
+                model, ids, lengths, regions, k, k / steps, rates, setup, config
+            )
             if trace is not None:
                 trace.append(record)
 
@@ -391,208 +311,3 @@ def _sample(
         trace=trace,
     )
     return output, regions[:, :width]
-
-
-def step_probability(schedule: Schedule, t: float, t_next: float) -> float:
-    """Chance that an event still pending at ``t`` happens by ``t_next``: ``1 - S(t_next) / S(t)``, ``S = 1 - s``."""
-    survival = schedule.survival(torch.tensor([t, t_next], dtype=torch.float64))
-    if float(survival[0]) <= 0.0:
-        return 1.0
-    return float((1.0 - survival[1] / survival[0]).clamp(0.0, 1.0))
-
-
-def _canvas_width(longest: int, cap: int, config: FlexGenerationConfig) -> int:
-    """Width of the next step's canvas: the longest row rounded up to the bucket, at most the cap."""
-    if config.fixed_canvas:
-        return cap
-    bucket = config.bucket_size
-    return min(-(-longest // bucket) * bucket, cap)
-
-
-def _confidence(log_probs: Tensor, positions: Tensor, method: str) -> Tensor:
-    """Ranking score per MASK position (higher = unmasked first). log_probs ``[N, V]``, positions ``[N]`` -> ``[N]``."""
-    if method == "position":
-        return -positions.double()
-    probs = log_probs.exp()
-    if method == "top_prob":
-        return probs.max(dim=-1).values.double()
-    if method == "prob_diff":
-        top2 = probs.topk(2, dim=-1).values
-        return (top2[:, 0] - top2[:, 1]).double()
-    # entropy: lower entropy = more confident; xlogy keeps suppressed tokens (p = 0) at 0.
-    return torch.special.xlogy(probs, probs).sum(dim=-1).double()
-
-
-def _step(
-    model: nn.Module,
-    ids: Tensor,
-    lengths: Tensor,
-    regions: Tensor,
-    k: int,
-    t: float,
-    rates: tuple[float, float] | None,
-    setup: _Setup,
-    config: FlexGenerationConfig,
-) -> tuple[Tensor, Tensor, GenerationStep | None]:
-    """One sampler step. ids ``[B, W]``, lengths ``[B]``, regions ``[B, W]`` -> the next (ids ``[B, W']``,
-    lengths ``[B]``, regions ``[B, W']``, trace entry).
-
-    ``rates`` = (``kappa_beta(t) dt``, ``kappa_alpha(t) dt``) for Poisson counts, or the two step probabilities
-    for binomial counts (``config.count_distribution``), or None on the last step (fill all, no insertion).
-    """
-    batch, width = ids.shape
-    device = ids.device
-    positions = torch.arange(width, device=device)
-    valid = positions[None] < lengths[:, None]  # [B, W]
-    is_mask = (ids == setup.mask_id) & valid  # [B, W]
-    flat_index = is_mask.flatten().nonzero().squeeze(1)  # [N] row-major, as the model orders its logits
-    mask_position = flat_index % width  # [N]
-    mask_seed = setup.seeds[flat_index // width]  # [N]
-
-    t_rows = torch.full((batch,), t, device=device)
-    if config.full_softmax:
-        out = model(ids, t_rows, valid)
-        logits = out.logits.float().index_fill(-1, setup.forbidden, float("-inf"))  # [B, W, V]
-        log_probs = torch.log_softmax(logits, dim=-1)[is_mask]  # [N, V]
-    else:
-        out = model(ids, t_rows, valid, logits_positions=is_mask)
-        logits = out.logits.float().index_fill(-1, setup.forbidden, float("-inf"))  # [N, V]
-        log_probs = torch.log_softmax(logits, dim=-1)
-
-    # Candidate token at every MASK position; only the selected ones are written.
-    if config.temperature > 0:
-        tempered = torch.softmax(log_probs / config.temperature, dim=-1)
-        uniform = counter_uniform(mask_seed, k, STREAM_TOKEN, mask_position)
-        candidates = categorical_inverse_cdf(tempered, uniform)
-    else:
-        candidates = log_probs.argmax(dim=-1)
-    filled = ids.flatten().index_copy(0, flat_index, candidates).view(batch, width)
-
-    if rates is None:
-        select = is_mask
-    else:
-        select = _select_unmask(is_mask, log_probs, flat_index, mask_position, k, rates[0], setup, config)
-    new_ids = torch.where(select, filled, ids)
-
-    if rates is None:
-        record = None
-        if config.return_trace:
-            moved = torch.where(valid, positions[None], -1)
-            nothing = torch.zeros_like(select)
-            record = GenerationStep(
-                k + 1, t, new_ids.cpu(), lengths.cpu(), moved.cpu(), select.cpu(), nothing.cpu()
-            )
-        return new_ids, lengths, regions, record
-    return _insert(new_ids, lengths, regions, valid, select, out.expected_gaps, k, t, rates[1], setup, config)
-
-
-def _select_unmask(
-    is_mask: Tensor,
-    log_probs: Tensor,
-    flat_index: Tensor,
-    mask_position: Tensor,
-    k: int,
-    unmask_rate: float,
-    setup: _Setup,
-    config: FlexGenerationConfig,
-) -> Tensor:
-    """The MASK positions to unmask this step, ``[B, W]`` bool (``K`` per row, the most confident eligible)."""
-    batch, width = is_mask.shape
-    num_masks = is_mask.sum(dim=1)  # [B]
-    uniform = counter_uniform(setup.seeds, k, STREAM_UNMASK_COUNT, torch.zeros_like(setup.seeds))
-    if config.count_distribution == "binomial":  # unmask_rate is the step probability of each MASK
-        count = binomial_inverse_cdf(num_masks, unmask_rate, uniform)  # [B]
-    else:
-        count = torch.minimum(poisson_inverse_cdf(num_masks * unmask_rate, uniform), num_masks)  # [B]
-
-    eligible = is_mask
-    if config.sliding_window:
-        window = torch.floor(config.window_scale * count.double()).long().clamp(max=config.max_window)
-        window = torch.maximum(window, count)
-        mask_rank = is_mask.long().cumsum(dim=1) - 1  # how many MASKs lie to the left
-        eligible = is_mask & (mask_rank < window[:, None])
-
-    confidence = _confidence(log_probs, mask_position, config.confidence)
-    scores = torch.full((batch * width,), float("-inf"), dtype=torch.float64, device=is_mask.device)
-    scores = scores.index_copy(0, flat_index, confidence).view(batch, width)
-    scores = scores.masked_fill(~eligible, float("-inf"))
-    # Rank within each row (ties: leftmost first); select the top `count` eligible positions.
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(
-        1, order, torch.arange(width, device=order.device).expand(batch, -1)
-    )
-    return eligible & (rank < count[:, None])
-
-
-def _insert(
-    ids: Tensor,
-    lengths: Tensor,
-    regions: Tensor,
-    valid: Tensor,
-    unmasked: Tensor,
-    expected_gaps: Tensor,
-    k: int,
-    t: float,
-    insertion_rate: float,
-    setup: _Setup,
-    config: FlexGenerationConfig,
-) -> tuple[Tensor, Tensor, GenerationStep | None]:
-    """Insert MASKs at eligible slots. ids ``[B, W]``, regions ``[B, W]``, expected_gaps ``[B, W+1]``.
-
-    Slot ``i`` sits between tokens ``i - 1`` and ``i``; it is eligible when it lies in a gap: its left and
-    right regions differ (a segment border) or the left one is a gap. Inserted MASKs join that gap.
-    """
-    batch, width = ids.shape
-    device = ids.device
-    slots = torch.arange(width + 1, device=device)
-    left_region = torch.cat([regions.new_zeros(batch, 1), regions], dim=1)  # [B, W+1]; slot 0: segment 0
-    right_region = torch.cat([regions, regions.new_zeros(batch, 1)], dim=1)
-    right_region = torch.where(slots[None] < lengths[:, None], right_region, setup.last_region[:, None])
-    eligible = (slots[None] <= lengths[:, None]) & (
-        (left_region != right_region) | (left_region % 2 == 1)
-    )  # [B, W+1]
-    uniform = counter_uniform(setup.seeds[:, None], k, STREAM_INSERTION, slots[None])
-    if config.count_distribution == "binomial":
-        # Each of a slot's missing tokens arrives with the step probability; the count is g_hat rounded
-        # stochastically (mean g_hat), exact when the model is sure of an integer gap.
-        gaps = expected_gaps.double()
-        if config.gap_rounding == "nearest":
-            remaining = torch.floor(gaps + 0.5)
-        else:
-            frac = counter_uniform(setup.seeds[:, None], k, STREAM_ROUNDING, slots[None])
-            remaining = torch.floor(gaps) + (frac < gaps - torch.floor(gaps)).double()
-        counts = binomial_inverse_cdf(remaining.long(), insertion_rate, uniform) * eligible
-    else:
-        counts = poisson_inverse_cdf(expected_gaps.double() * insertion_rate, uniform) * eligible
-    # Truncate slot by slot from the left: each slot keeps what still fits under the cap.
-    room = (setup.cap - lengths)[:, None]
-    before = counts.cumsum(dim=1) - counts
-    counts = torch.minimum(counts, (room - before).clamp(min=0))
-
-    shift = counts.cumsum(dim=1)[:, :width]  # insertions at slots 0..j all land before token j
-    new_lengths = lengths + counts.sum(dim=1)
-    new_width = _canvas_width(int(new_lengths.max()), setup.cap, config)  # host sync: sizes the next canvas
-    moved_to = torch.where(valid, slots[None, :width] + shift, new_width)  # padding -> a spare column
-    new_positions = torch.arange(new_width + 1, device=device)
-    new_ids = torch.where(new_positions[None] < new_lengths[:, None], setup.mask_id, setup.pad_id)
-    new_ids = new_ids.scatter(1, moved_to, ids)[:, :new_width]
-    kept = torch.zeros(batch, new_width + 1, dtype=torch.bool, device=device)
-    kept = kept.scatter(1, moved_to, valid)[:, :new_width]
-    # A kept token keeps its region; an inserted MASK joins the gap right of the last kept token before it.
-    kept_regions = regions.new_zeros(batch, new_width + 1).scatter(1, moved_to, regions)[:, :new_width]
-    left_of_inserted = torch.where(kept, kept_regions, 0).cummax(dim=1).values
-    new_regions = torch.where(kept, kept_regions, left_of_inserted | 1)
-
-    record = None
-    if config.return_trace:
-        inserted = (new_positions[None, :new_width] < new_lengths[:, None]) & ~kept
-        record = GenerationStep(
-            k + 1,
-            t,
-            new_ids.cpu(),
-            new_lengths.cpu(),
-            torch.where(valid, moved_to, -1).cpu(),
-            unmasked.cpu(),
-            inserted.cpu(),
-        )
-    return new_ids, new_lengths, new_regions, record

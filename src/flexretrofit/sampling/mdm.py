@@ -33,14 +33,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexretrofit.sampling.config import MDMGenerationConfig, resolve_generation_config
-from flexretrofit.sampling.flex import check_token_ids, empty_output, model_device
 from flexretrofit.sampling.sequences import (
     GenerationOutput,
     GenerationStep,
     TokenRows,
-    as_token_rows,
+    check_rows_have_tokens,
+    check_token_ids,
     compact_rows,
+    empty_output,
+    has_insertion_head,
+    infill_rows,
+    prompt_rows,
 )
+from flexretrofit.utils import model_device
 
 
 def generate_mdm(
@@ -73,12 +78,7 @@ def generate_mdm(
     """
     generator = kwargs.pop("generator", None)
     config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs, model)
-    prompts = as_token_rows(input_ids, attention_mask)
-    for b, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise ValueError(
-                f"prompt {b} is empty; give every row at least one token (e.g. the BOS id) to generate from."
-            )
+    prompts = prompt_rows(input_ids, attention_mask)
     return _sample(model, prompts, [p.new_empty(0) for p in prompts], config, generator, infilling=False)
 
 
@@ -96,29 +96,19 @@ def infill_mdm(
     """
     generator = kwargs.pop("generator", None)
     config = resolve_generation_config(generation_config, MDMGenerationConfig, kwargs, model)
-    prefixes = as_token_rows(prefix_ids, name="prefix_ids")
-    suffixes = as_token_rows(suffix_ids, name="suffix_ids")
-    if len(prefixes) != len(suffixes):
-        raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
-    for b, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
-        if len(prefix) + len(suffix) == 0:
-            raise ValueError(
-                f"row {b} has an empty prefix and an empty suffix; use generate_mdm with a prompt."
-            )
+    rows = infill_rows(prefix_ids, suffix_ids)
+    check_rows_have_tokens(rows, "generate_mdm")
+    prefixes, suffixes = [prefix for prefix, _ in rows], [suffix for _, suffix in rows]
     output = _sample(model, prefixes, suffixes, config, generator, infilling=True)
     output.middles = output.generated_ids()
     return output
 
 
-def _is_flexmdm(model: nn.Module) -> bool:
-    return hasattr(model, "insertion_schedule")
-
-
 def _length_limit(model: nn.Module) -> int:
+    """Positions of the canvas: a FlexMDM's ``max_length`` (its backbone keeps one for the end slot), else
+    the backbone's ``max_sequence_length``."""
     config = model.config
-    if _is_flexmdm(model):
-        return int(config.max_length)
-    return int(config.max_sequence_length)
+    return int(config.max_length if has_insertion_head(model) else config.max_sequence_length)
 
 
 def _ids_list(value) -> list[int]:
@@ -129,7 +119,7 @@ def _ids_list(value) -> list[int]:
 
 def _logits(model: nn.Module, ids: Tensor, attention_mask: Tensor | None, t: Tensor) -> Tensor:
     """Canvas logits ``[B, L, V]``; ``t`` ``[B]`` is used by a FlexMDM only."""
-    if _is_flexmdm(model):
+    if has_insertion_head(model):
         return model(ids, t, attention_mask).logits
     return model(ids, attention_mask=attention_mask).logits
 

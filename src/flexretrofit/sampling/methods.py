@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from flexretrofit.methods import Method, method_name
 from flexretrofit.sampling.config import FlexGenerationConfig, MDMGenerationConfig
 from flexretrofit.sampling.flex import generate_flex, infill
@@ -36,6 +38,8 @@ SAMPLING_METHODS: dict[Method, SamplingMethod] = {
     "flexmdm": SamplingMethod("flexmdm", FlexGenerationConfig, generate_flex, infill),
     "mdm": SamplingMethod("mdm", MDMGenerationConfig, generate_mdm, infill_mdm),
 }
+# The sampler of a model that carries no sampler config of its own.
+DEFAULT_METHOD: Method = "flexmdm"
 
 
 def sampling_method(method: str | GenerationConfig, *, key: str = "method") -> SamplingMethod:
@@ -52,6 +56,16 @@ def sampling_method(method: str | GenerationConfig, *, key: str = "method") -> S
         if type(method) is row.config_class:
             return row
     raise TypeError(f"{key} must be a method name or a generation config, got {type(method).__name__}")
+
+
+def sampling_method_of(model: nn.Module, generation_config: GenerationConfig | None = None) -> SamplingMethod:
+    """The row that samples ``model``: the method of ``generation_config``, else of the model's own
+    ``generation_config`` (the one saved with it), else :data:`DEFAULT_METHOD` (whose sampler refuses a model
+    it cannot run, naming the one that can)."""
+    for config in (generation_config, getattr(model, "generation_config", None)):
+        if isinstance(config, GenerationConfig):  # a plain transformers GenerationConfig names no method
+            return sampling_method(config)
+    return SAMPLING_METHODS[DEFAULT_METHOD]
 
 
 def build_generation_config(

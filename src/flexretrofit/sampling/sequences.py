@@ -1,4 +1,5 @@
-"""Variable-length token batches in and out of the samplers: prompt batches, the output object, the trace."""
+"""Variable-length token batches in and out of the samplers: prompt batches, the output object, the trace,
+and the checks both samplers (:mod:`.flex`, :mod:`.mdm`) make on what they are given."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 TokenRows = Tensor | Sequence[Sequence[int] | Tensor] | Sequence[int] | Mapping[str, Any]
 
@@ -100,6 +101,53 @@ def as_token_rows(
     return [torch.as_tensor(row, dtype=torch.long).reshape(-1) for row in rows]
 
 
+def prompt_rows(input_ids: TokenRows, attention_mask: Tensor | None = None) -> list[Tensor]:
+    """The prompts as 1-D id rows (:func:`as_token_rows`), each with at least one token.
+
+    Raises:
+        ValueError: an empty prompt (a sampler needs a token to generate from).
+    """
+    prompts = as_token_rows(input_ids, attention_mask)
+    for b, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(
+                f"prompt {b} is empty; give every row at least one token (e.g. the BOS id) to generate from."
+            )
+    return prompts
+
+
+def infill_rows(prefix_ids: TokenRows, suffix_ids: TokenRows) -> list[list[Tensor]]:
+    """``[[prefix, suffix], ...]``: one pair of 1-D id rows per example (see :func:`check_rows_have_tokens`).
+
+    Raises:
+        ValueError: as many prefixes as suffixes are needed.
+    """
+    prefixes = as_token_rows(prefix_ids, name="prefix_ids")
+    suffixes = as_token_rows(suffix_ids, name="suffix_ids")
+    if len(prefixes) != len(suffixes):
+        raise ValueError(f"got {len(prefixes)} prefixes and {len(suffixes)} suffixes; they must pair up.")
+    return [[prefix, suffix] for prefix, suffix in zip(prefixes, suffixes)]
+
+
+def check_rows_have_tokens(rows: Sequence[Sequence[Tensor]], generate_name: str) -> None:
+    """Raise unless each row's segments (a prefix and a suffix, or anchored spans) hold a token between them.
+
+    ``generate_name``: the sampler to use with a prompt instead, named in the message.
+    """
+    for b, row in enumerate(rows):
+        if sum(len(segment) for segment in row) == 0:
+            raise ValueError(
+                f"row {b} has no token: an empty prefix and an empty suffix (or only empty segments); "
+                f"use {generate_name} with a prompt."
+            )
+
+
+def has_insertion_head(model: nn.Module) -> bool:
+    """True for a FlexMDM (it has insertion and unmask schedules), which samples with flexible length and is
+    called with a time ``t``; False for a fixed-length MDM such as LLaDA."""
+    return hasattr(model, "insertion_schedule") and hasattr(model, "unmask_schedule")
+
+
 def _from_encoding(encoding: Mapping, attention_mask: Tensor | None, name: str) -> tuple[Any, Tensor | None]:
     """``input_ids`` and ``attention_mask`` of a tokenizer's output; list rows come back without padding."""
     if "input_ids" not in encoding:
@@ -155,3 +203,36 @@ def compact_rows(ids: Tensor, keep: Tensor, pad_token_id: int) -> tuple[Tensor, 
     compacted = compacted.masked_fill(positions[None] >= lengths[:, None], pad_token_id)
     width = int(lengths.max()) if len(lengths) else 0
     return compacted[:, :width], lengths
+
+
+def empty_output(device: torch.device, return_trace: bool) -> GenerationOutput:
+    """What a sampler returns for an empty batch: no rows (``sequences`` ``[0, 0]``), and no steps traced."""
+    none = torch.zeros(0, dtype=torch.long, device=device)
+    return GenerationOutput(
+        sequences=none.view(0, 0),
+        lengths=none,
+        prompt_lengths=none,
+        suffix_lengths=none,
+        trace=[] if return_trace else None,
+    )
+
+
+def check_token_ids(rows: Sequence[Tensor], model_config) -> None:
+    """Raise a ValueError naming the first id outside ``[0, vocab_size)`` (one host sync for the batch).
+
+    Unchecked, such an id ends in a bare IndexError inside the embedding, or a silently wrong token
+    when it falls in the embedding's padding beyond the vocabulary.
+    """
+    vocab = getattr(getattr(model_config, "backbone_config", model_config), "vocab_size", None)
+    if vocab is None or not rows:
+        return
+    ids = torch.cat([row.reshape(-1) for row in rows])
+    bad = ((ids < 0) | (ids >= vocab)).nonzero()
+    if len(bad) == 0:
+        return
+    first = int(bad[0])
+    row = int((torch.tensor([len(r) for r in rows]).cumsum(0) <= first).sum())
+    raise ValueError(
+        f"row {row} holds token id {int(ids[first])}, outside the model's vocabulary [0, {vocab}); pass ids "
+        "from the model's own tokenizer."
+    )

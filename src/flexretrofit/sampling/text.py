@@ -1,7 +1,8 @@
 """Text in, text out: tokenise prompts, run a sampler, decode only what was generated.
 
-The sampler follows the config: a :class:`MDMGenerationConfig` runs the fixed-length baseline, a
-:class:`FlexGenerationConfig` the flexible-length sampler; without one, the model's own
+The sampler follows the config (:func:`~flexretrofit.sampling.methods.sampling_method_of`): a
+:class:`~flexretrofit.sampling.MDMGenerationConfig` runs the fixed-length baseline, a
+:class:`~flexretrofit.sampling.FlexGenerationConfig` the flexible-length sampler; without one, the model's own
 ``generation_config`` decides (a LLaDA model has an MDM one, a FlexMDM a flexible one).
 """
 
@@ -13,9 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.models.tokenizer import stop_token_ids
-from flexretrofit.sampling.config import FlexGenerationConfig, MDMGenerationConfig
-from flexretrofit.sampling.flex import generate_flex, infill
-from flexretrofit.sampling.mdm import generate_mdm, infill_mdm
+from flexretrofit.sampling.methods import GenerationConfig, SamplingMethod, sampling_method_of
 
 
 def _encode(
@@ -26,19 +25,32 @@ def _encode(
     return [tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"] for text in texts]
 
 
-def _uses_mdm(model: nn.Module, generation_config) -> bool:
-    config = generation_config if generation_config is not None else getattr(model, "generation_config", None)
-    return isinstance(config, MDMGenerationConfig)
-
-
-def _with_stop_tokens(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, generation_config, kwargs: dict
+def with_stop_ids(
+    method: SamplingMethod,
+    tokenizer: PreTrainedTokenizerBase,
+    overrides: dict,
+    generation_config: GenerationConfig | None = None,
 ) -> dict:
-    """The MDM sampler's overrides with its stop ids read from the tokenizer (EOS and ``<|eot_id|>``) unless set."""
+    """``overrides`` with the tokenizer's stop ids (EOS and ``<|eot_id|>``) as ``eos_token_id``, for a sampler
+    that stops at stop ids (its config has the field: the MDM one) when neither ``overrides`` nor
+    ``generation_config`` sets them. A chat model ends its turn with ``<|eot_id|>``, not only EOS."""
+    if "eos_token_id" not in method.config_class.sampler_fields or "eos_token_id" in overrides:
+        return overrides
+    if getattr(generation_config, "eos_token_id", None) is not None:
+        return overrides
+    return {**overrides, "eos_token_id": stop_token_ids(tokenizer)}
+
+
+def _sampler(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    generation_config: GenerationConfig | None,
+    kwargs: dict,
+) -> tuple[SamplingMethod, dict]:
+    """The sampler the config (or the model's own) selects, and the call's overrides with its stop ids."""
+    method = sampling_method_of(model, generation_config)
     config = generation_config if generation_config is not None else getattr(model, "generation_config", None)
-    if "eos_token_id" in kwargs or getattr(config, "eos_token_id", None) is not None:
-        return kwargs
-    return {**kwargs, "eos_token_id": stop_token_ids(tokenizer)}
+    return method, with_stop_ids(method, tokenizer, kwargs, config)
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -51,7 +63,7 @@ def generate_text(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    generation_config: FlexGenerationConfig | MDMGenerationConfig | None = None,
+    generation_config: GenerationConfig | None = None,
     add_special_tokens: bool = False,
     skip_special_tokens: bool = True,
     **kwargs,
@@ -65,11 +77,8 @@ def generate_text(
         skip_special_tokens: drop special tokens when decoding.
     """
     ids = _encode(tokenizer, prompts, add_special_tokens)
-    if _uses_mdm(model, generation_config):
-        kwargs = _with_stop_tokens(model, tokenizer, generation_config, kwargs)
-        output = generate_mdm(model, ids, None, generation_config, **kwargs)
-    else:
-        output = generate_flex(model, ids, None, generation_config, **kwargs)
+    method, kwargs = _sampler(model, tokenizer, generation_config, kwargs)
+    output = method.generate(model, ids, None, generation_config, **kwargs)
     return tokenizer.batch_decode(output.generated_ids(), skip_special_tokens=skip_special_tokens)
 
 
@@ -78,7 +87,7 @@ def infill_text(
     tokenizer: PreTrainedTokenizerBase,
     prefixes: Sequence[str],
     suffixes: Sequence[str],
-    generation_config: FlexGenerationConfig | MDMGenerationConfig | None = None,
+    generation_config: GenerationConfig | None = None,
     add_special_tokens: bool = False,
     skip_special_tokens: bool = True,
     **kwargs,
@@ -89,9 +98,6 @@ def infill_text(
     """
     prefix_ids = _encode(tokenizer, prefixes, add_special_tokens)
     suffix_ids = _encode(tokenizer, suffixes, False)
-    if _uses_mdm(model, generation_config):
-        kwargs = _with_stop_tokens(model, tokenizer, generation_config, kwargs)
-        output = infill_mdm(model, prefix_ids, suffix_ids, generation_config, **kwargs)
-    else:
-        output = infill(model, prefix_ids, suffix_ids, generation_config, **kwargs)
+    method, kwargs = _sampler(model, tokenizer, generation_config, kwargs)
+    output = method.infill(model, prefix_ids, suffix_ids, generation_config, **kwargs)
     return tokenizer.batch_decode(output.middles, skip_special_tokens=skip_special_tokens)
