@@ -22,10 +22,10 @@ def check_our_model_first() -> None:
     from lm_eval._cli.harness import HarnessCLI
     from lm_eval.config.evaluate_config import EvaluatorConfig
 
-    from flexretrofit.lm_eval.models import FlexMDMLM, LLaDAMDMLM
+    from flexretrofit.lm_eval.models import LM_MODELS
 
     args = HarnessCLI().parse_args()  # inserts the implied "run" into sys.argv, as lm-eval's own call does
-    model_class = {"flexmdm": FlexMDMLM, "llada_mdm": LLaDAMDMLM}.get(getattr(args, "model", None))
+    model_class = LM_MODELS.get(getattr(args, "model", None))
     if getattr(args, "command", None) != "run" or model_class is None or getattr(args, "config", None):
         return
     try:

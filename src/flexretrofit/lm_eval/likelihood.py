@@ -18,7 +18,6 @@ their noise: comparing them is less noisy than comparing independent estimates.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,7 +25,8 @@ from torch import Tensor, nn
 
 from flexretrofit.data.collator import FlexMDMCollator, MDMCollator
 from flexretrofit.diffusion import flexmdm_loss, mdm_loss
-from flexretrofit.sampling.flex import model_device
+from flexretrofit.methods import Method
+from flexretrofit.utils import derive_seed, model_device
 
 TokenPair = tuple[Sequence[int], Sequence[int]]
 # Per-row batch fields and how they are padded when rows of several pairs share one forward pass.
@@ -36,9 +36,7 @@ _SLOT_FIELDS = ("slot_gaps", "slot_valid")
 
 def pair_seed(seed: int, context_ids: Sequence[int]) -> int:
     """A 62-bit seed from ``seed`` and the context's ids: pairs with the same context share their noise."""
-    text = f"{int(seed)}|" + ",".join(str(int(i)) for i in context_ids)
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 62) - 1)
+    return derive_seed(f"{int(seed)}|" + ",".join(str(int(i)) for i in context_ids), bits=62)
 
 
 def mdm_elbo(
@@ -171,6 +169,10 @@ def flexmdm_elbo(
         return torch.stack(losses)
 
     return _estimate(model, pairs, mc_num, batch_size, noise, score, config.pad_token_id)
+
+
+# The ELBO each method scores a continuation with.
+ELBOS: dict[Method, Callable[..., list[float]]] = {"flexmdm": flexmdm_elbo, "mdm": mdm_elbo}
 
 
 # ------------------------------------------------------------------------------------------------

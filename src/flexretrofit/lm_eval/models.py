@@ -32,7 +32,8 @@ from lm_eval.api.registry import register_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.lm_eval.likelihood import flexmdm_elbo, mdm_elbo, pair_seed
+from flexretrofit.lm_eval.likelihood import ELBOS, pair_seed
+from flexretrofit.methods import Method
 from flexretrofit.models import (
     CheckpointError,
     TokenizerLoadError,
@@ -41,9 +42,8 @@ from flexretrofit.models import (
     read_model_type,
     resolve_dtype,
 )
-from flexretrofit.models.tokenizer import stop_token_ids
-from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
-from flexretrofit.sampling.text import truncate_at_stop
+from flexretrofit.sampling import build_generation_config, sampling_method
+from flexretrofit.sampling.text import truncate_at_stop, with_stop_ids
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +58,6 @@ class LMEvalSetupError(ValueError):
     """A model argument or checkpoint the adapter cannot run with; the message says what to do."""
 
 
-def build_generation_config(
-    sampler: str, settings: dict[str, Any]
-) -> FlexGenerationConfig | MDMGenerationConfig:
-    """The ``"flex"`` or ``"mdm"`` sampler's config from its fields; an unknown field is an error naming the known ones."""
-    config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
-    unknown = sorted(set(settings) - set(config_class.sampler_fields))
-    if unknown:
-        raise ValueError(
-            f"{unknown} are not settings of the {sampler} sampler; it takes {', '.join(config_class.sampler_fields)}"
-        )
-    return config_class(**settings)
-
-
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
@@ -83,7 +70,7 @@ class _DiffusionLM(LM):
     """What both models share: loading, tokenising, batching, stop strings, the cache hook."""
 
     checkpoint_type = ""  # config.json model_type this class loads
-    sampler = ""  # "flex" or "mdm"
+    method: Method  # how it samples and scores: a row of flexretrofit.sampling.SAMPLING_METHODS
     reserved_settings: tuple[str, ...] = ("row_seeds", "return_trace")
     _load_weights = True  # False only on the probe of check_model_args
 
@@ -151,13 +138,13 @@ class _DiffusionLM(LM):
 
     # ---------------------------------------------------------------- setup
     def _check_sampler_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        config_class = FlexGenerationConfig if self.sampler == "flex" else MDMGenerationConfig
+        config_class = sampling_method(self.method).config_class
         allowed = [f for f in config_class.sampler_fields if f not in (*self.reserved_settings, "seed")]
         unknown = sorted(set(settings) - set(config_class.sampler_fields))
         if unknown:
             raise LMEvalSetupError(
                 f"model_args: {unknown} are not arguments of this model; it takes pretrained, tokenizer, "
-                f"batch_size, mc_num, seed, device, dtype, max_gen_toks, add_bos_token and the {self.sampler} "
+                f"batch_size, mc_num, seed, device, dtype, max_gen_toks, add_bos_token and the {self.method} "
                 f"sampler's {', '.join(allowed)}"
             )
         reserved = sorted(set(settings) & set(self.reserved_settings))
@@ -167,7 +154,7 @@ class _DiffusionLM(LM):
                 "(max_gen_toks bounds the response length)"
             )
         try:
-            build_generation_config(self.sampler, settings)  # validates names and values early
+            build_generation_config(self.method, settings)  # validates names and values early
         except ValueError as error:
             raise LMEvalSetupError(f"model_args: {error}") from None
         return settings
@@ -180,7 +167,7 @@ class _DiffusionLM(LM):
         except ValueError as error:  # not a dtype; config.json unreadable or not on the hub (CheckpointError)
             raise LMEvalSetupError(str(error)) from None
         if model_type != self.checkpoint_type:
-            other = {"flexmdm": "flexmdm", "llada": "llada_mdm"}.get(model_type)
+            other = next((name for name, lm in LM_MODELS.items() if lm.checkpoint_type == model_type), None)
             hint = f"; use --model {other}" if other else ""
             raise LMEvalSetupError(
                 f"{path} is a {model_type!r} checkpoint, this model loads {self.checkpoint_type!r} ones{hint}"
@@ -320,7 +307,7 @@ class _DiffusionLM(LM):
             temperature = 0.0
         unused = sorted(set(kwargs) - self._warned)
         if unused:
-            logger.warning("generation keywords %s are ignored by the %s sampler", unused, self.sampler)
+            logger.warning("generation keywords %s are ignored by the %s sampler", unused, self.method)
             self._warned.update(unused)
         return until, max_gen_toks, temperature
 
@@ -341,13 +328,23 @@ class _DiffusionLM(LM):
         return (context[overflow:] if overflow > 0 else context), continuation
 
     def _elbo(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
-        raise NotImplementedError
+        """The ELBO of each ``(context, continuation)`` under this model's method (:data:`ELBOS`)."""
+        elbo = ELBOS[self.method]
+        return elbo(self.model, pairs, mc_num=self.mc_num, batch_size=self.batch_size, seed=self.seed)
 
     def _generate(
         self, prompts: list[list[int]], max_gen_toks: int, temperature: float, occurrences: list[int]
     ) -> list[list[int]]:
         """Generated ids per prompt; ``occurrences[b]`` numbers the repeats of one prompt (0, 1, ...)."""
         raise NotImplementedError
+
+    def _sample(self, prompts: list[list[int]], settings: dict[str, Any]) -> list[list[int]]:
+        """Generated ids per prompt from this model's sampler with ``settings`` (its config's fields); a
+        sampler that stops at stop ids stops at the tokenizer's (EOS and ``<|eot_id|>``) unless they are set."""
+        method = sampling_method(self.method)
+        settings = with_stop_ids(method, self.tokenizer, settings)
+        config = build_generation_config(self.method, settings)
+        return method.generate(self.model, prompts, generation_config=config).generated_ids()
 
     def get_model_info(self) -> dict[str, Any]:
         return {
@@ -372,15 +369,12 @@ class FlexMDMLM(_DiffusionLM):
     """
 
     checkpoint_type = "flexmdm"
-    sampler = "flex"
+    method = "flexmdm"
     reserved_settings = ("row_seeds", "return_trace", "max_length")
 
     @property
     def length_limit(self) -> int:
         return int(self.model.config.max_length)
-
-    def _elbo(self, pairs):
-        return flexmdm_elbo(self.model, pairs, mc_num=self.mc_num, batch_size=self.batch_size, seed=self.seed)
 
     def _generate(self, prompts, max_gen_toks, temperature, occurrences):
         cap = self.length_limit
@@ -389,10 +383,7 @@ class FlexMDMLM(_DiffusionLM):
         settings = {**self.sampler_settings, "temperature": temperature}
         settings["max_length"] = min(cap, max(len(p) for p in prompts) + room)
         settings["row_seeds"] = [(pair_seed(self.seed, p) + k) % 2**62 for p, k in zip(prompts, occurrences)]
-        output = generate_flex(
-            self.model, prompts, generation_config=build_generation_config("flex", settings)
-        )
-        return output.generated_ids()
+        return self._sample(prompts, settings)
 
 
 def mdm_lengths(settings: dict[str, Any], max_gen_toks: int) -> tuple[int, int, int]:
@@ -421,7 +412,7 @@ class LLaDAMDMLM(_DiffusionLM):
     """
 
     checkpoint_type = "llada"
-    sampler = "mdm"
+    method = "mdm"
 
     @property
     def length_limit(self) -> int:
@@ -437,9 +428,6 @@ class LLaDAMDMLM(_DiffusionLM):
         )
         return settings
 
-    def _elbo(self, pairs):
-        return mdm_elbo(self.model, pairs, mc_num=self.mc_num, batch_size=self.batch_size, seed=self.seed)
-
     def _generate(self, prompts, max_gen_toks, temperature, occurrences):
         gen_length, block_length, steps = mdm_lengths(self.sampler_settings, max_gen_toks)
         limit = self.length_limit
@@ -448,8 +436,8 @@ class LLaDAMDMLM(_DiffusionLM):
         prompts = [p[-(limit - gen_length) :] for p in prompts]
         settings = {**self.sampler_settings, "temperature": temperature, "seed": self.seed}
         settings.update(gen_length=gen_length, block_length=block_length, steps=steps)
-        settings.setdefault(
-            "eos_token_id", stop_token_ids(self.tokenizer)
-        )  # EOS and <|eot_id|> end an answer
-        output = generate_mdm(self.model, prompts, generation_config=build_generation_config("mdm", settings))
-        return output.generated_ids()
+        return self._sample(prompts, settings)
+
+
+# The lm-eval model names this package registers (``--model NAME``).
+LM_MODELS: dict[str, type[_DiffusionLM]] = {"flexmdm": FlexMDMLM, "llada_mdm": LLaDAMDMLM}
