@@ -1,9 +1,10 @@
 """Generate from a trained FlexMDM (flexible length) or a LLaDA model (fixed length) on the command line.
 
     python recipes/generate.py --model runs/tiny_retrofit/final --prompt "The model fills in" --steps 64
-    python recipes/generate.py --model GSAI-ML/LLaDA-8B-Instruct --sampler mdm --chat --prompt "Hi!"
+    python recipes/generate.py --model GSAI-ML/LLaDA-8B-Instruct --method mdm --chat --prompt "Hi!"
 
-Prints each prompt's continuation and its length in tokens. The model's saved generation_config.json
+Prints each prompt's continuation and its length in tokens. ``--method`` (``flexmdm`` or ``mdm``; the older
+``--sampler flex|mdm`` still reads) defaults to the model's own. The model's saved generation_config.json
 gives the defaults; ``--steps`` and ``key=value`` pairs after the flags override any field of
 :class:`~flexretrofit.sampling.FlexGenerationConfig` / :class:`~flexretrofit.sampling.MDMGenerationConfig`.
 A mistake (path, model type, flag value) prints one line and exits with status 2, before any model loads.
@@ -24,9 +25,10 @@ from flexretrofit.models import (
     load_tokenizer,
     read_model_type,
 )
-from flexretrofit.models.tokenizer import stop_token_ids
-from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex, generate_mdm
+from flexretrofit.models.auto import default_method, model_class, needs_retrofit
+from flexretrofit.sampling import sampling_method
 from flexretrofit.sampling.config import load_generation_config, resolve_generation_config
+from flexretrofit.sampling.text import with_stop_ids
 
 
 class UsageError(Exception):
@@ -55,7 +57,8 @@ def run(argv: list[str] | None) -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a FlexMDM or LLaDA folder or hub id")
     parser.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
-    parser.add_argument("--sampler", choices=("flex", "mdm"), help="default: flex for a FlexMDM, else mdm")
+    parser.add_argument("--method", help="flexmdm or mdm (default: flexmdm for a FlexMDM, mdm for a LLaDA)")
+    parser.add_argument("--sampler", help=argparse.SUPPRESS)  # the older spelling: flex or mdm
     parser.add_argument("--steps", type=int, help="sampler steps (default: the saved generation config's)")
     parser.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn (chat template)")
     parser.add_argument("overrides", nargs="*", help="generation config fields, e.g. confidence=prob_diff")
@@ -65,15 +68,18 @@ def run(argv: list[str] | None) -> None:
     if args.steps is not None:
         fields["steps"] = args.steps
     model_type = read_model_type(args.model)
-    if model_type not in ("flexmdm", "llada"):
-        raise UsageError(f"{args.model} holds a {model_type!r} model; pass a FlexMDM or LLaDA checkpoint")
-    sampler = args.sampler or ("flex" if model_type == "flexmdm" else "mdm")
-    if sampler == "flex" and model_type == "llada":
+    model_class(model_type, args.model)  # one this project loads
+    flag, value = ("--method", args.method) if args.method else ("--sampler", args.sampler)
+    try:
+        method = sampling_method(value or default_method(model_type), key=flag)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if needs_retrofit(model_type, method.name):
         raise UsageError(
-            f"{args.model} holds a LLaDA model (fixed length); use --sampler mdm, or retrofit and train it "
-            "first (recipes/retrofit_llada.py)"
+            f"{args.model} holds a {model_type!r} model (fixed length); use --method {default_method(model_type)}, "
+            "or retrofit and train it first (recipes/retrofit_llada.py)"
         )
-    config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
+    config_class = method.config_class
     try:  # names and values (with the saved generation_config.json) are checked before the model loads
         resolve_generation_config(load_generation_config(args.model, config_class), config_class, fields)
     except ValueError as error:
@@ -96,9 +102,8 @@ def run(argv: list[str] | None) -> None:
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     try:  # the saved config + overrides; the sampler refuses prompts it cannot use, saying why
         config = resolve_generation_config(None, config_class, fields, model)
-        if sampler == "mdm" and config.eos_token_id is None:  # cut at EOS and <|eot_id|>, as LLaDA's chat
-            config.eos_token_id = stop_token_ids(tokenizer)
-        output = (generate_flex if sampler == "flex" else generate_mdm)(model, ids, None, config)
+        # A sampler with stop ids stops at EOS and <|eot_id|>, as LLaDA's chat does.
+        output = method.generate(model, ids, None, config, **with_stop_ids(method, tokenizer, {}, config))
     except ValueError as error:
         raise UsageError(str(error)) from None
     for prompt, generated in zip(args.prompt, output.generated_ids()):

@@ -1,5 +1,6 @@
 """recipes/generate.py: generation from a FlexMDM or LLaDA folder; every mistake exits 2 with one line."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, generate_flex
+from flexretrofit.sampling import FlexGenerationConfig, MDMGenerationConfig, sampling_method
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint, tiny_flexmdm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,11 +65,16 @@ def test_the_saved_generation_config_is_the_default(flex_folder, capsys):
     recipe = load_recipe()
     used = []
 
-    def recording_sampler(model, ids, mask, config):
-        used.append(config)
-        return generate_flex(model, ids, mask, config)
+    def recording_table(method, **kwargs):
+        row = sampling_method(method, **kwargs)
 
-    recipe.generate_flex = recording_sampler
+        def recording_sampler(model, ids, mask, config, **overrides):
+            used.append(config)
+            return row.generate(model, ids, mask, config, **overrides)
+
+        return dataclasses.replace(row, generate=recording_sampler)
+
+    recipe.sampling_method = recording_table
     recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5"])
     recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5", "--steps", "3", "max_length=30"])
     assert (used[0].steps, used[0].confidence, used[0].max_length) == (5, "entropy", 48)
@@ -96,8 +102,24 @@ def test_mistakes_exit_2_with_one_line(flex_folder, llada_folder, tmp_path, caps
     cases = {
         "does not exist": ["--model", str(tmp_path / "missing"), "--prompt", "x"],
         "has no config.json": ["--model", str(tmp_path), "--prompt", "x"],
-        "holds a 'bert' model": ["--model", str(tmp_path / "bert"), "--prompt", "x"],
-        "use --sampler mdm": ["--model", str(llada_folder), "--prompt", "x", "--sampler", "flex"],
+        "holds a model of type 'bert'": ["--model", str(tmp_path / "bert"), "--prompt", "x"],
+        "use --method mdm": ["--model", str(llada_folder), "--prompt", "x", "--sampler", "flex"],
+        "use --method mdm, or retrofit": [
+            "--model",
+            str(llada_folder),
+            "--prompt",
+            "x",
+            "--method",
+            "flexmdm",
+        ],
+        "--method='flex-mdm' is not a method": [
+            "--model",
+            str(llada_folder),
+            "--prompt",
+            "x",
+            "--method",
+            "flex-mdm",
+        ],
         "unknown generation option(s) ['no_such_field']": [
             "--model",
             str(llada_folder),
