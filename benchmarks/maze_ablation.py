@@ -30,17 +30,12 @@ from flexretrofit.maze.demo import (
     train_with_recipe,
     write_task_data,
 )
-from flexretrofit.maze.evaluation import (
-    evaluate,
-    evaluation_subset,
-    flex_solver,
-    mdm_solver,
-    summarize_rows,
-    true_length_solver,
-)
+from flexretrofit.maze.evaluation import evaluate, evaluation_subset, summarize_rows
 from flexretrofit.maze.instances import read_jsonl
+from flexretrofit.maze.methods import data_suffix, load_model, maze_method, solver, true_length_solver
 from flexretrofit.maze.settings import DEFAULT_CONFIG, load_settings, repo_path
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
+from flexretrofit.methods import METHODS
+from flexretrofit.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +48,7 @@ def train_with_instruct(argv: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
-    parser.add_argument("--arm", default="flexmdm", choices=("flexmdm", "mdm"))
+    parser.add_argument("--arm", default="flexmdm", choices=METHODS)
     parser.add_argument("--train", nargs="*", default=[], help="recipe overrides (key=value)")
     parser.add_argument("--flex", nargs="*", default=[], help="sampler options for generate_flex (key=value)")
     parser.add_argument("--mdm", nargs="*", default=[], help="sampler options for generate_mdm (key=value)")
@@ -71,7 +66,11 @@ def main() -> None:
     parser.add_argument(
         "--recipe-config", default=None, help="training config (default: the demo's for the arm)"
     )
-    parser.add_argument("--no-hints", action="store_true", help="MDM arm: subgoal mazes without the hints")
+    parser.add_argument(
+        "--no-hints",
+        action="store_true",
+        help="subgoal mazes without the hints in the prompt (the MDM arm's baseline)",
+    )
     parser.add_argument(
         "--test-task",
         nargs="*",
@@ -82,6 +81,7 @@ def main() -> None:
         "--oracle-length", action="store_true", help="diagnostic: give the model the true answer length"
     )
     args = parser.parse_args()
+    method = maze_method(args.arm)
     torch.set_num_threads(1)
     settings = load_settings(args.config)
     work = Path(args.work)
@@ -109,24 +109,19 @@ def main() -> None:
         final = work / args.from_run / args.arm / "final"
         info = json.loads((work / args.from_run / args.arm / "run_info.json").read_text())
     else:
-        default = settings.compare.flexmdm_config if args.arm == "flexmdm" else settings.compare.mdm_config
-        config = repo_path(args.recipe_config or default)
-        suffix = "_mdm" if args.arm == "mdm" and settings.task.hint_rate is not None else ""
+        config = repo_path(args.recipe_config or getattr(settings.compare, method.config_key))
+        suffix = data_suffix(args.arm, settings.task.hint_rate)
         overrides = path_overrides(checkpoint, data_dir, run_dir / args.arm, suffix) + args.train
         info = train_with_recipe(config, overrides, args.arm, train_with_instruct)
         final = Path(info["final"])
     tokenizer = load_tokenizer(final)
     parse = lambda items: {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}  # noqa: E731
-    if args.arm == "flexmdm":
-        model = FlexMDMForMaskedDiffusion.from_pretrained(final).eval()
-        options = {**settings.evaluation.flex, **parse(args.flex)}
-        solve = flex_solver(model, tokenizer, canvas, options)
-        passes = options["steps"]
-    else:
-        model = LLaDAModelLM.from_pretrained(final).eval()
-        options = {**settings.evaluation.mdm, **parse(args.mdm)}
-        solve = mdm_solver(model, tokenizer, canvas, options, show_hints=not args.no_hints)
-        passes = "canvas - prompt"
+    model = load_model(args.arm, final)
+    # The arm's sampler options: the demo's evaluation.<key>, then --<key> k=v (--flex or --mdm).
+    key = method.settings_key
+    options = {**getattr(settings.evaluation, key), **parse(getattr(args, key))}
+    solve = solver(args.arm, model, tokenizer, canvas, options, show_hints=not args.no_hints)
+    passes = method.forward_passes(options)
     if args.oracle_length:
         solve, passes = true_length_solver(model, tokenizer), "true length"
     results_path = run_dir / f"results_{args.arm}.jsonl"

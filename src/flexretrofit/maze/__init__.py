@@ -3,8 +3,9 @@
 - :mod:`.grid`: moves, walls, the :class:`~.grid.Maze` itself and the geometry on it (the bottom layer);
 - :mod:`.text`: the prompt and answer formats and the exact checker (imports :mod:`.grid`);
 - :mod:`.instances`: task records, difficulties, subgoals (hints on the path), splits and files;
-- :mod:`.evaluation`: solvers (anchored ``infill`` for a FlexMDM, ``generate_mdm`` for an MDM), resumable
-  result rows and their summary;
+- :mod:`.methods`: the task per method: one solver (anchored ``infill`` for a FlexMDM, ``generate_mdm`` on
+  a canvas for an MDM) and the table :data:`~.methods.MAZE_METHODS` the demo looks the method up in;
+- :mod:`.evaluation`: resumable result rows and their summary;
 - :mod:`.report`: the FlexMDM-vs-MDM report;
 - :mod:`.demo`: the whole run (settings, pretraining the shipped MDM, the retrofit, the comparison).
 

@@ -47,8 +47,9 @@ from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.data import PromptCompletionFormat
 from flexretrofit.evaluation.results import write_summary
-from flexretrofit.maze.evaluation import evaluate, evaluation_subset, flex_solver, mdm_solver, summarize_rows
+from flexretrofit.maze.evaluation import evaluate, evaluation_subset, summarize_rows
 from flexretrofit.maze.instances import MazeInstance, build_splits, read_jsonl, save_splits
+from flexretrofit.maze.methods import MAZE_METHODS, TWO_PROMPT_SUFFIX, data_suffix, load_model, solver
 from flexretrofit.maze.report import (
     plot_report,
     rendered_example,
@@ -64,7 +65,7 @@ from flexretrofit.maze.settings import (
     quick_task,
     repo_path,
 )
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAConfig, LLaDAModelLM, load_tokenizer
+from flexretrofit.models import LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
 from flexretrofit.training.validation import check_creatable_dir
 
@@ -106,7 +107,7 @@ def write_task_data(task: TaskSettings, data_dir: Path, mdm_files: bool = True) 
     files = save_splits(splits, data_dir)
     if task.hint_rate is not None and mdm_files:
         for split, instances in splits.items():
-            path = data_dir / f"{split}_mdm.jsonl"
+            path = data_dir / f"{split}{TWO_PROMPT_SUFFIX}.jsonl"
             with path.open("w", encoding="utf-8") as handle:
                 for instance in instances:
                     record = instance.to_dict()
@@ -229,31 +230,33 @@ def path_overrides(init_from: Path, data_dir: Path, output_dir: Path, file_suffi
 def _comparison_configs(
     settings: DemoSettings, steps_override: list[str], canvas: int, root: Path
 ) -> dict[str, Path]:
-    """The training configs, checked: the right model kind each, the MDM's canvas, and (when the MDM baseline
-    trains on too) one budget for both."""
-    configs = {"flexmdm": repo_path(settings.compare.flexmdm_config, root)}
-    if settings.compare.mdm_config is not None:
-        configs["mdm"] = repo_path(settings.compare.mdm_config, root)
-    loaded = {model: load_config(path, steps_override) for model, path in configs.items()}
-    for model, config in loaded.items():
-        if config.model.kind != model:
-            raise ValueError(
-                f"{configs[model]} trains model.kind={config.model.kind!r}; the {model} run needs {model!r}."
-            )
-    if "mdm" not in loaded:
-        return configs
-    budget = {
-        model: (c.train.max_steps, c.train.global_batch_size, c.optim.lr) for model, c in loaded.items()
+    """The training config of each method the demo trains (``compare.<method>_config``; FlexMDM always, the
+    MDM baseline when set), checked: the right model kind each, a fixed canvas equal to the MDM's, and (when
+    more than one trains) one budget for all."""
+    configs = {
+        method: repo_path(path, root)
+        for method, row in MAZE_METHODS.items()
+        if (path := getattr(settings.compare, row.config_key)) is not None
     }
-    if budget["flexmdm"] != budget["mdm"]:
+    loaded = {method: load_config(path, steps_override) for method, path in configs.items()}
+    for method, config in loaded.items():
+        if config.model.kind != method:
+            raise ValueError(
+                f"{configs[method]} trains model.kind={config.model.kind!r}; the {method} run needs {method!r}."
+            )
+        if config.data.canvas_length not in (None, canvas):
+            raise ValueError(
+                f"{configs[method]} sets data.canvas_length={config.data.canvas_length}, but the MDM was "
+                f"pretrained on a {canvas}-token canvas; use that."
+            )
+    budget = {
+        method: (c.train.max_steps, c.train.global_batch_size, c.optim.lr) for method, c in loaded.items()
+    }
+    if len(set(budget.values())) > 1:
         raise ValueError(
             f"the FlexMDM and MDM runs must get the same budget (steps, batch, lr); got {budget}. Align "
-            f"{configs['flexmdm']} and {configs['mdm']}."
-        )
-    if loaded["mdm"].data.canvas_length != canvas:
-        raise ValueError(
-            f"{configs['mdm']} sets data.canvas_length={loaded['mdm'].data.canvas_length}, but the MDM was pretrained "
-            f"on a {canvas}-token canvas; use that."
+            + " and ".join(map(str, configs.values()))
+            + "."
         )
     return configs
 
@@ -297,40 +300,42 @@ def run_comparison(
         )
     steps_override = quick_overrides(settings) if quick else []
     per_difficulty = settings.quick.num_test_per_difficulty if quick else evaluation.num_test_per_difficulty
-    flex_options = dict(evaluation.flex)
+    options = {method: dict(getattr(evaluation, row.settings_key)) for method, row in MAZE_METHODS.items()}
     if quick:
-        flex_options["steps"] = settings.quick.flex_steps
+        options["flexmdm"]["steps"] = settings.quick.flex_steps
     canvas = task_record["canvas_length"]
     configs = _comparison_configs(settings, steps_override, canvas, root)
 
     _check_work_dir(work_dir, {"settings": settings.to_dict(), "quick": quick, "checkpoint": str(checkpoint)})
 
     data_dir = work_dir / "data"
-    # The MDM's two-prompt files only when the MDM baseline trains on.
-    split_files = write_task_data(quick_task(settings, quick), data_dir, "mdm" in configs)
+    # The two-prompt files only when a method that trains on them trains on.
+    two_prompt = any(MAZE_METHODS[method].two_prompt_data for method in configs)
+    split_files = write_task_data(quick_task(settings, quick), data_dir, two_prompt)
     names = list(settings.task.difficulties)
     if evaluation.split not in split_files:
         raise ValueError(f"evaluation.split={evaluation.split!r} is not one of {sorted(split_files)}.")
     instances = evaluation_subset(read_jsonl(split_files[evaluation.split]), names, per_difficulty)
 
     training = {}
-    for model, config_path in configs.items():
-        suffix = "_mdm" if model == "mdm" and settings.task.hint_rate is not None else ""
-        overrides = path_overrides(checkpoint, data_dir, work_dir / model, suffix) + steps_override
-        training[model] = train_with_recipe(config_path, overrides, model, train)
+    for method, config_path in configs.items():
+        suffix = data_suffix(method, settings.task.hint_rate)
+        overrides = path_overrides(checkpoint, data_dir, work_dir / method, suffix) + steps_override
+        training[method] = train_with_recipe(config_path, overrides, method, train)
 
     tokenizer = load_tokenizer(training["flexmdm"]["final"])
-    flex_model = FlexMDMForMaskedDiffusion.from_pretrained(training["flexmdm"]["final"]).eval()
-    mdm_path = training["mdm"]["final"] if "mdm" in training else checkpoint
-    mdm_model = LLaDAModelLM.from_pretrained(mdm_path).eval()
+    # Each method's model: its training run's export, or the shipped MDM where it was not trained on.
+    models = {
+        method: load_model(method, training[method]["final"] if method in training else checkpoint)
+        for method in MAZE_METHODS
+    }
     arms = mdm_arms(settings.task)
+    # One FlexMDM arm, the MDM with and without the hints; the same canvas for all (FlexMDM's answers may
+    # not grow past the MDM's canvas).
+    arm_methods = {"flexmdm": ("flexmdm", True), **{arm: ("mdm", hints) for arm, hints in arms.items()}}
     solvers = {
-        # The same cap for both: FlexMDM's answers may not grow past the MDM's canvas.
-        "flexmdm": flex_solver(flex_model, tokenizer, canvas, flex_options),
-        **{
-            arm: mdm_solver(mdm_model, tokenizer, canvas, dict(evaluation.mdm), hints)
-            for arm, hints in arms.items()
-        },
+        arm: solver(method, models[method], tokenizer, canvas, options[method], hints)
+        for arm, (method, hints) in arm_methods.items()
     }
     all_rows = {}
     files: dict[str, Path] = {"maze splits": data_dir}
@@ -353,12 +358,12 @@ def run_comparison(
         "baselines": {"chosen": chosen, "arms": baselines},
         "training": training,
         "sampling": {
-            "flexmdm": {**flex_options, "max_length": canvas},
-            "mdm": {**evaluation.mdm, "canvas_length": canvas, "arms": arms},
+            "flexmdm": {**options["flexmdm"], "max_length": canvas},
+            "mdm": {**options["mdm"], "canvas_length": canvas, "arms": arms},
         },
         "mdm_checkpoint": {
             "path": str(checkpoint),
-            "parameters": sum(p.numel() for p in mdm_model.parameters()),
+            "parameters": sum(p.numel() for p in models["mdm"].parameters()),
             "pretraining": task_record.get("pretraining"),
         },
         "machine": {
@@ -423,8 +428,8 @@ def run_pretraining(
     task = quick_task(settings, quick)
     write_task_data(task, data_dir)
     config_path = repo_path(pretrain.config, root)
-    mdm_files = "_mdm" if task.hint_rate is not None else ""
-    overrides = path_overrides(init, data_dir, work_dir / "mdm", mdm_files)
+    # the MDM's files: on subgoal mazes, every maze with and without its hints in the prompt
+    overrides = path_overrides(init, data_dir, work_dir / "mdm", data_suffix("mdm", task.hint_rate))
     if quick:
         overrides += quick_overrides(settings)
     config = load_config(config_path, overrides)

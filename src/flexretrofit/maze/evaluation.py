@@ -1,45 +1,55 @@
-"""Maze evaluation: answer test mazes with a model, check every answer exactly, summarise the rows.
+"""Maze evaluation: answer test mazes with a solver, check every answer exactly, summarise the rows.
 
-A *solver* maps a batch of :class:`~flexretrofit.maze.instances.MazeInstance` to the generated answer token ids
-(one list per maze, any length). :func:`flex_solver` and :func:`mdm_solver` build one from a FlexMDM
-(``generate_flex``, or anchored ``infill(segments=...)`` on subgoal mazes) or a LLaDA MDM (``generate_mdm``,
-with or without the subgoals in its prompt); a test can pass any function of that shape.
-
-:func:`evaluate` runs a solver over the mazes not yet answered, batching by difficulty, and appends one
-JSONL row per maze (:class:`~flexretrofit.evaluation.results.ResultsWriter`) as each batch finishes, so an
-interrupted evaluation continues where it stopped. :func:`summarize_rows` computes every reported number
-from those rows alone: success with 95% Wilson intervals, the total-variation distance between generated
-and true answer lengths, the exact-length share, failure reasons and generation speed.
-
-The solvers import the samplers (and so the models); the scoring and summary need neither.
+A *solver* (:func:`flexretrofit.maze.methods.solver`, one for either method; a test can pass any function
+of that shape) maps a batch of :class:`~flexretrofit.maze.instances.MazeInstance` to the generated answer
+token ids. :func:`evaluate` runs a solver over the mazes not yet answered, batching by difficulty, and
+appends one JSONL row per maze (:class:`~flexretrofit.evaluation.results.ResultsWriter`) as each batch
+finishes, so an interrupted evaluation continues where it stopped. :func:`summarize_rows` computes every
+reported number from those rows alone: success with 95% Wilson intervals, the total-variation distance
+between generated and true answer lengths, the exact-length share, failure reasons and generation speed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.data import PromptCompletionFormat
-from flexretrofit.evaluation.lengths import total_variation_distance
 from flexretrofit.evaluation.results import ResultsWriter
-from flexretrofit.evaluation.stats import wilson_interval
+from flexretrofit.evaluation.stats import total_variation_distance, wilson_interval
 from flexretrofit.maze.instances import MazeInstance
-from flexretrofit.maze.text import check_answer, prompt_text
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM
-from flexretrofit.sampling import generate_flex, generate_mdm
 
-Solver = Callable[[list[MazeInstance]], list[list[int]]]
-"""B mazes in, B lists of generated answer token ids out (each of its own length, prompt excluded)."""
+# The solvers live in maze.methods (one solver, looked up by method); they stay importable here.
+from flexretrofit.maze.methods import (
+    Solver,
+    anchored_segments,
+    flex_solver,
+    maze_prompt_ids,
+    mdm_solver,
+    row_seed,
+    solver,
+    true_length_solver,
+)
+from flexretrofit.maze.text import check_answer
 
-
-def row_seed(instance: MazeInstance) -> int:
-    """A sampler seed from the maze content: the same maze gets the same draws in any batch or run."""
-    return int(instance.canonical_hash[:15], 16)
+__all__ = [
+    "Solver",
+    "anchored_segments",
+    "evaluate",
+    "evaluation_subset",
+    "flex_solver",
+    "maze_prompt_ids",
+    "mdm_solver",
+    "row_seed",
+    "score_row",
+    "solver",
+    "summarize_rows",
+    "true_length_solver",
+]
 
 
 def evaluation_subset(
@@ -56,127 +66,6 @@ def evaluation_subset(
             )
         chosen.extend(of_name[:per_difficulty])
     return chosen
-
-
-# ---------------------------------------------------------------------------------------------
-# Solvers
-# ---------------------------------------------------------------------------------------------
-
-
-def maze_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, show_hints: bool = True
-) -> Callable[[Sequence[MazeInstance]], list[list[int]]]:
-    """The prompt token ids of each maze, as the training data formats them (``PromptCompletionFormat``);
-    ``show_hints=False`` leaves a subgoal maze's hints out of the prompt."""
-    prompt_format = PromptCompletionFormat(tokenizer, completion_field="answer")
-    return lambda instances: [
-        prompt_format.prompt_ids(prompt_text(instance, show_hints=show_hints)) for instance in instances
-    ]
-
-
-def anchored_segments(
-    instance: MazeInstance, prompt_ids: list[int], tokenizer: PreTrainedTokenizerBase
-) -> list[list[int]]:
-    """``[prompt, anchor_run_1, ..., anchor_run_k]``: the segments a FlexMDM keeps on a subgoal maze (each
-    run of consecutive given cells, ending with the goal), tokenised piece by piece as in training."""
-    anchors = [piece["text"] for piece in instance.answer_pieces() if piece["anchor"]]
-    return [prompt_ids, *(tokenizer(text, add_special_tokens=False)["input_ids"] for text in anchors)]
-
-
-def flex_solver(
-    model: FlexMDMForMaskedDiffusion,
-    tokenizer: PreTrainedTokenizerBase,
-    cap: int,
-    options: dict[str, Any],
-) -> Solver:
-    """Answers of model-chosen length, at most ``cap`` tokens in all (prompt included), seeded per maze
-    (:func:`row_seed`). ``options`` go to the sampler (``steps``, ``temperature``, ...).
-
-    A plain maze is generated from its prompt alone (``generate_flex``). A subgoal maze is anchored
-    infilling (``infill(segments=...)``): the prompt and each run of given cells (:func:`anchored_segments`)
-    stay in place and the model inserts and unmasks the cells between them; the answer is everything after
-    the prompt, anchors included. Each batch of B mazes is B rows of their own length.
-    """
-    prompt_ids = maze_prompt_ids(tokenizer)
-
-    def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        prompts = prompt_ids(instances)
-        seeds = [row_seed(instance) for instance in instances]
-        if all(instance.hints is None for instance in instances):
-            output = generate_flex(model, prompts, max_length=cap, row_seeds=seeds, **options)
-            return output.generated_ids()
-        segments = [anchored_segments(i, p, tokenizer) for i, p in zip(instances, prompts)]
-        output = model.infill(segments=segments, max_length=cap, row_seeds=seeds, **options)
-        rows, starts, ends = (
-            output.sequences.tolist(),
-            output.prompt_lengths.tolist(),
-            output.lengths.tolist(),
-        )
-        return [row[start:end] for row, start, end in zip(rows, starts, ends)]
-
-    return solve
-
-
-def mdm_solver(
-    model: LLaDAModelLM,
-    tokenizer: PreTrainedTokenizerBase,
-    canvas: int,
-    options: dict[str, Any],
-    show_hints: bool = True,
-) -> Solver:
-    """LLaDA's sampler on the training canvas: ``canvas - prompt`` MASKs, cut at the first EOS.
-
-    Prompts of one length P share a canvas (B, ``canvas``), one block of ``canvas - P`` positions unmasked
-    one per step; a batch with several prompt lengths (subgoal mazes list their hints) runs one call per
-    length. The solver returns each row's answer up to its first EOS. ``options`` go to ``generate_mdm``;
-    ``show_hints=False`` gives a subgoal maze's prompt without its hints (the plain-maze baseline).
-    """
-    prompt_ids = maze_prompt_ids(tokenizer, show_hints)
-
-    def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        prompts = prompt_ids(instances)
-        answers: list[list[int]] = [[] for _ in instances]
-        for length in sorted({len(p) for p in prompts}):
-            rows = [b for b, prompt in enumerate(prompts) if len(prompt) == length]
-            gen_length = canvas - length
-            output = generate_mdm(
-                model,
-                [prompts[b] for b in rows],
-                gen_length=gen_length,
-                block_length=gen_length,
-                steps=gen_length,
-                suppress_tokens=[],  # EOS is how the MDM ends its answer; the sampler cuts there
-                **options,
-            )
-            for b, ids in zip(rows, output.generated_ids()):
-                answers[b] = ids
-        return answers
-
-    return solve
-
-
-def true_length_solver(
-    model: LLaDAModelLM | FlexMDMForMaskedDiffusion, tokenizer: PreTrainedTokenizerBase
-) -> Solver:
-    """Diagnostic, not an arm: each prompt plus exactly its true number of MASKs, unmasked most-confident
-    first one per step (LLaDA's sampler; a FlexMDM runs with t = the fraction unmasked), EOS never emitted.
-
-    It measures token prediction with the length decision taken away: mazes of one true length ``n`` form
-    a ``[B, P + n]`` canvas each.
-    """
-    prompt_ids = maze_prompt_ids(tokenizer)
-
-    def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        answers: dict[str, list[int]] = {}
-        for length in sorted({instance.num_moves for instance in instances}):
-            group = [instance for instance in instances if instance.num_moves == length]
-            prompts = prompt_ids(group)
-            output = generate_mdm(model, prompts, gen_length=length, block_length=length, steps=length)
-            for instance, ids in zip(group, output.generated_ids()):
-                answers[instance.id] = ids
-        return [answers[instance.id] for instance in instances]
-
-    return solve
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ from flexretrofit.maze.text import answer_text, parse_answer, prompt_text
 MODELS = ("mdm", "flexmdm")
 LABELS = {"mdm": "MDM (LLaDA sampler)", "flexmdm": "FlexMDM (retrofit)"}
 PAPER = {"mdm": (68.4, 29.3, 24.2), "flexmdm": (92.3, 90.4, 90.0)}  # easy / medium / hard, %
+COLORS = {"reference": "tab:gray", "mdm": "tab:orange", "flexmdm": "tab:blue"}
+# How each model generates, filled from the summary's ``sampling[model]`` (its sampler settings).
+GENERATION = {
+    "mdm": "generate_mdm, one forward pass per canvas position after the prompt ({canvas_length} - prompt)",
+    "flexmdm": "generate_flex, {steps} forward passes",
+}
 
 
 def plot_report(
@@ -34,7 +40,6 @@ def plot_report(
     figure = Figure(figsize=(4 * len(names), 7), dpi=110)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(2, len(names))
-    colors = {"reference": "tab:gray", "mdm": "tab:orange", "flexmdm": "tab:blue"}
     for column, name in enumerate(names):
         axes = figure.add_subplot(grid[0, column])
         reference = [r["reference_moves"] for r in rows["flexmdm"] if r["difficulty"] == name]
@@ -55,7 +60,7 @@ def plot_report(
             for value in values:
                 counts[value] += 1
             axes.stairs(
-                [c / len(values) for c in counts], edges, label=label, color=colors[key], linewidth=1.6
+                [c / len(values) for c in counts], edges, label=label, color=COLORS[key], linewidth=1.6
             )
         axes.set_title(f"{name}: answer length")
         axes.set_xlabel("moves (tokens)")
@@ -71,7 +76,7 @@ def plot_report(
             [100 * (s["ci95"][1] - s["success"]) for s in stats],
         ]
         positions = [i + offset for i in range(len(names))]
-        axes.bar(positions, heights, width, yerr=errors, capsize=4, label=LABELS[model], color=colors[model])
+        axes.bar(positions, heights, width, yerr=errors, capsize=4, label=LABELS[model], color=COLORS[model])
     axes.set_xticks(range(len(names)), list(names))
     axes.set_ylim(0, 100)
     axes.set_ylabel("success % (95% Wilson interval)")
@@ -278,12 +283,7 @@ def write_report(
     ]
     for model in MODELS:
         info = training.get(model)
-        generation = (
-            f"generate_flex, {summary['sampling']['flexmdm']['steps']} forward passes"
-            if model == "flexmdm"
-            else f"generate_mdm, one forward pass per canvas position after the prompt "
-            f"({summary['sampling']['mdm']['canvas_length']} - prompt)"
-        )
+        generation = GENERATION[model].format(**summary["sampling"][model])
         trained = (
             "none (as pretrained)"
             if info is None
