@@ -71,15 +71,8 @@ def test_load_model_picks_the_methods_class_and_refuses_the_other_kind():
 
 def test_solver_by_name_answers_as_the_old_per_method_solvers():
     tokenizer = load_tokenizer(shipped_mdm_path())
-    mazes = build_splits(
-        0,
-        0,
-        4,
-        seed=2,
-        difficulties={"easy": MazeDifficulty("easy", 4, 4, 4, 8)},
-        answer_format="cells",
-        hint_rate=0.5,
-    )["test"]
+    easy = {"easy": MazeDifficulty("easy", 4, 4, 4, 8)}
+    mazes = build_splits(0, 0, 4, seed=2, difficulties=easy, answer_format="cells", hint_rate=0.5)["test"]
     backbone = LLaDAModelLM.from_pretrained(shipped_mdm_path()).eval()
     flex = FlexMDMForMaskedDiffusion.from_llada(backbone, flex_config={"insertion_head_init": 1.0}).eval()
     options = {"steps": 4}

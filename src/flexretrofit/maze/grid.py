@@ -72,7 +72,8 @@ class Maze:
         shortest = shortest_path(self.height, self.width, self.walls, self.start, self.goal)
         if len(self.path) != len(shortest):
             raise ValueError(f"path has {len(self.path)} moves; the shortest has {len(shortest)}.")
-        key = f"{self.height}x{self.width}:{_hex_walls(self.walls)}:{cell_text(self.start)}:{cell_text(self.goal)}"
+        ends = f"{cell_text(self.start)}:{cell_text(self.goal)}"
+        key = f"{self.height}x{self.width}:{_hex_walls(self.walls)}:{ends}"
         object.__setattr__(self, "canonical_hash", hashlib.sha256(key.encode()).hexdigest())
 
     @property

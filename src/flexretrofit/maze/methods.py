@@ -35,19 +35,21 @@ from flexretrofit.sampling.methods import SAMPLING_METHODS, SamplingMethod
 Solver = Callable[[list[MazeInstance]], list[list[int]]]
 """B mazes in, B lists of generated answer token ids out (each of its own length, prompt excluded)."""
 
-Answer = Callable[
-    [
-        SamplingMethod,
-        PreTrainedModel,
-        PreTrainedTokenizerBase,
-        list[MazeInstance],
-        list[list[int]],
-        int,
-        dict,
-    ],
-    list[list[int]],
-]
-"""``answer(sampler, model, tokenizer, instances, prompts, canvas, options)``: one batch through a sampler."""
+
+@dataclass(frozen=True)
+class SolverSetup:
+    """What a solver holds between batches: the method's sampler (its row of the sampling table), the
+    model, the tokenizer, the length budget ``canvas`` (prompt included) and the sampler ``options``."""
+
+    sampler: SamplingMethod
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    canvas: int
+    options: dict[str, Any]
+
+
+Answer = Callable[[SolverSetup, list[MazeInstance], list[list[int]]], list[list[int]]]
+"""``answer(setup, instances, prompts)``: B mazes and their prompt ids through the sampler, B answers out."""
 
 
 def row_seed(instance: MazeInstance) -> int:
@@ -81,40 +83,28 @@ def anchored_segments(
 
 
 def answer_flexible(
-    sampler: SamplingMethod,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    instances: list[MazeInstance],
-    prompts: list[list[int]],
-    cap: int,
-    options: dict[str, Any],
+    setup: SolverSetup, instances: list[MazeInstance], prompts: list[list[int]]
 ) -> list[list[int]]:
-    """Answers of model-chosen length, at most ``cap`` tokens in all (prompt included), seeded per maze
-    (:func:`row_seed`). ``options`` go to the sampler (``steps``, ``temperature``, ...).
+    """Answers of model-chosen length, at most ``setup.canvas`` tokens in all (prompt included), seeded per
+    maze (:func:`row_seed`). ``setup.options`` go to the sampler (``steps``, ``temperature``, ...).
 
     A plain maze is generated from its prompt alone (``sampler.generate``). A subgoal maze is anchored
     infilling (``sampler.infill(segments=...)``): the prompt and each run of given cells
     (:func:`anchored_segments`) stay in place and the model inserts and unmasks the cells between them; the
     answer is everything after the prompt, anchors included. A batch of B mazes is B rows of their own length.
     """
-    seeds = [row_seed(instance) for instance in instances]
+    limits = {"max_length": setup.canvas, "row_seeds": [row_seed(instance) for instance in instances]}
     if all(instance.hints is None for instance in instances):
-        output = sampler.generate(model, prompts, max_length=cap, row_seeds=seeds, **options)
+        output = setup.sampler.generate(setup.model, prompts, **limits, **setup.options)
         return output.generated_ids()
-    segments = [anchored_segments(i, p, tokenizer) for i, p in zip(instances, prompts)]
-    output = sampler.infill(model, segments=segments, max_length=cap, row_seeds=seeds, **options)
+    segments = [anchored_segments(i, p, setup.tokenizer) for i, p in zip(instances, prompts)]
+    output = setup.sampler.infill(setup.model, segments=segments, **limits, **setup.options)
     rows, starts, ends = output.sequences.tolist(), output.prompt_lengths.tolist(), output.lengths.tolist()
     return [row[start:end] for row, start, end in zip(rows, starts, ends)]
 
 
 def answer_on_canvas(
-    sampler: SamplingMethod,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    instances: list[MazeInstance],
-    prompts: list[list[int]],
-    canvas: int,
-    options: dict[str, Any],
+    setup: SolverSetup, instances: list[MazeInstance], prompts: list[list[int]]
 ) -> list[list[int]]:
     """LLaDA's sampler on the training canvas: ``canvas - prompt`` MASKs, cut at the first EOS.
 
@@ -125,15 +115,15 @@ def answer_on_canvas(
     answers: list[list[int]] = [[] for _ in instances]
     for length in sorted({len(p) for p in prompts}):
         rows = [b for b, prompt in enumerate(prompts) if len(prompt) == length]
-        gen_length = canvas - length
-        output = sampler.generate(
-            model,
+        gen_length = setup.canvas - length
+        output = setup.sampler.generate(
+            setup.model,
             [prompts[b] for b in rows],
             gen_length=gen_length,
             block_length=gen_length,
             steps=gen_length,
             suppress_tokens=[],  # EOS is how the MDM ends its answer; the sampler cuts there
-            **options,
+            **setup.options,
         )
         for b, ids in zip(rows, output.generated_ids()):
             answers[b] = ids
@@ -207,12 +197,11 @@ def solver(
     its row's ``answer`` through its sampler. ``canvas`` is the length budget (prompt included) both methods
     share: FlexMDM's answers may not grow past the MDM's canvas. ``options`` go to the sampler."""
     row = maze_method(method)
-    sampler = SAMPLING_METHODS[row.name]
+    setup = SolverSetup(SAMPLING_METHODS[row.name], model, tokenizer, canvas, dict(options))
     prompt_ids = maze_prompt_ids(tokenizer, show_hints)
-    options = dict(options)
 
     def solve(instances: list[MazeInstance]) -> list[list[int]]:
-        return row.answer(sampler, model, tokenizer, instances, prompt_ids(instances), canvas, options)
+        return row.answer(setup, instances, prompt_ids(instances))
 
     return solve
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# MOVES, WALL_BITS, ANSWER_FORMATS, walk and path_cells live with the grid (maze.grid); they stay importable here.
+# MOVES, WALL_BITS, ANSWER_FORMATS, walk and path_cells live with the grid (maze.grid); still importable here.
 from flexretrofit.maze.grid import (
     ANSWER_FORMATS,
     MAX_CELLS_FOR_CELL_IDS,
