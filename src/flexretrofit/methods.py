@@ -2,7 +2,7 @@
 
 One spelling everywhere a user names the method (configs, command-line flags, saved results):
 ``"flexmdm"`` or ``"mdm"``. Each layer keeps one table keyed by these names
-(:data:`flexretrofit.sampling.methods.SAMPLING_METHODS`, :data:`flexretrofit.training.objectives.TRAINING_METHODS`,
+(:data:`flexretrofit.sampling.methods.SAMPLING_METHODS`, :data:`flexretrofit.training.methods.TRAINING_METHODS`,
 :data:`flexretrofit.models.auto.MODEL_CLASSES`); code elsewhere looks the method up instead of branching on it.
 
 Old spellings still read: the sampler name ``"flex"`` (earlier ``--sampler`` flags, saved summaries and

@@ -1,4 +1,5 @@
-"""Model classes: the native LLaDA backbone, the FlexMDM retrofit, tokenizer loading and LoRA presets."""
+"""Model classes: the native LLaDA backbone, the FlexMDM retrofit, loading by model_type (:mod:`.auto`), tokenizer
+loading and LoRA presets."""
 
 from flexretrofit.models.auto import MODEL_CLASSES, load_pretrained, resolve_dtype
 from flexretrofit.models.checkpoint import CheckpointError, read_model_type
