@@ -16,13 +16,15 @@ from flexretrofit.training import (
     build_tokenizer,
     parse_recipe_args,
     run_recipe,
+    training_method,
     validate_config,
 )
 
 
 def main(argv=None) -> None:
     config = parse_recipe_args(__doc__.splitlines()[0], argv)
-    if config.model.kind != "flexmdm" or config.data.format != "corpus":
+    # The retrofit adds the new modules of a FlexMDM to LLaDA and trains them on a corpus.
+    if not training_method(config.model.kind).new_modules or config.data.format != "corpus":
         raise ConfigError(
             "the retrofit recipe trains model.kind=flexmdm on data.format=corpus; use instruct.py otherwise."
         )

@@ -131,7 +131,7 @@ def test_stop_and_resume_continues_exactly(tiny, tmp_path, uninterrupted):
 CRASHING_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from test_training_trainer import make_trainer, tiny_config
+from training_runs import make_trainer, tiny_config
 from pathlib import Path
 config = tiny_config((Path({root!r}), {{"corpus": {corpus!r}}}), {out!r}, **{changes!r})
 
@@ -146,7 +146,11 @@ make_trainer(config, callbacks=[crash]).train()
 def test_resume_after_a_real_crash(tiny, tmp_path, uninterrupted):
     root, data = tiny
     script = CRASHING_RUN.format(
-        tests=str(REPO / "tests"), root=str(root), out=str(tmp_path), changes=RUN, corpus=str(data["corpus"])
+        tests=str(Path(__file__).parent),
+        root=str(root),
+        out=str(tmp_path),
+        changes=RUN,
+        corpus=str(data["corpus"]),
     )
     # Same intra-op thread count as this process (tests/conftest.py): bit-exact resume needs the same kernels.
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(torch.get_num_threads())}

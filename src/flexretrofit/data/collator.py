@@ -168,6 +168,18 @@ class FlexMDMCollator(_StepCountingCollator):
         self.insertion_schedule = build_schedule(insertion_schedule)
         self.unmask_schedule = build_schedule(unmask_schedule)
 
+    @classmethod
+    def for_model(cls, model_config: Any, **kwargs: Any) -> FlexMDMCollator:
+        """The collator of a FlexMDM: its token ids and schedules from ``model_config`` (one source of truth);
+        ``kwargs`` (``rank``, ``world_size``, ``seed``, ``eps``) as for the constructor."""
+        return cls(
+            model_config.pad_token_id,
+            model_config.mask_token_id,
+            model_config.insertion_schedule,
+            model_config.unmask_schedule,
+            **kwargs,
+        )
+
     def noise(self, batch: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
         """Draw times and the interpolant for a padded ``batch`` (see :meth:`pad`) at ``step``."""
         x1 = batch["x1"]
@@ -225,6 +237,11 @@ class MDMCollator(_StepCountingCollator):
         eps: float = 1e-3,
     ):
         super().__init__(pad_token_id, mask_token_id, rank, world_size, seed, eps)
+
+    @classmethod
+    def for_model(cls, model_config: Any, **kwargs: Any) -> MDMCollator:
+        """The collator of a LLaDA MDM: its token ids from ``model_config``; ``kwargs`` as for the constructor."""
+        return cls(model_config.pad_token_id, model_config.mask_token_id, **kwargs)
 
     def noise(self, batch: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
         """Draw times and masks for a padded ``batch`` (see :meth:`pad`) at ``step``."""

@@ -1,5 +1,8 @@
 """Training: recipe configs, builders, objectives, the Accelerate trainer, checkpoints and export.
 
+The method (``model.kind``: FlexMDM or the LLaDA MDM baseline) is looked up in one table,
+:data:`~flexretrofit.training.methods.TRAINING_METHODS` (model class and loader, collator, objective, model card).
+
 Recipes (``recipes/retrofit_llada.py``, ``recipes/instruct.py``) compose these pieces top to bottom::
 
     config = load_config(path, overrides)
@@ -36,12 +39,14 @@ from flexretrofit.training.config import (
     parse_recipe_args,
 )
 from flexretrofit.training.export import export_model, load_adapter_export
+from flexretrofit.training.methods import TRAINING_METHODS, TrainingMethod, training_method
 from flexretrofit.training.metrics import MetricsLogger, read_log
 from flexretrofit.training.objectives import FlexMDMObjective, LossParts, MDMObjective
 from flexretrofit.training.trainer import Trainer, TrainingDiverged
 from flexretrofit.training.validation import batch_layout, validate_config
 
 __all__ = [
+    "TRAINING_METHODS",
     "ConfigError",
     "FlexMDMObjective",
     "LossParts",
@@ -50,6 +55,7 @@ __all__ = [
     "RecipeConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingMethod",
     "base_model",
     "batch_layout",
     "build_accelerator",
@@ -69,5 +75,6 @@ __all__ = [
     "read_log",
     "run_recipe",
     "save_checkpoint",
+    "training_method",
     "validate_config",
 ]

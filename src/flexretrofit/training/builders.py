@@ -27,7 +27,7 @@ from flexretrofit.data import (
     load_chunked_mixture,
     record_problem,
 )
-from flexretrofit.models import FlexMDMForMaskedDiffusion, LLaDAModelLM, load_tokenizer
+from flexretrofit.models import load_tokenizer
 from flexretrofit.models.lora import NEW_MODULES, apply_lora
 from flexretrofit.training.config import (
     ConfigError,
@@ -38,6 +38,7 @@ from flexretrofit.training.config import (
     OptimConfig,
     RecipeConfig,
 )
+from flexretrofit.training.methods import training_method
 from flexretrofit.training.validation import check_report_to, init_from_model_type
 
 
@@ -74,30 +75,18 @@ def build_tokenizer(model: ModelConfig) -> PreTrainedTokenizerBase:
 def build_model(model: ModelConfig, lora: LoRAConfig, seed: int = 0) -> nn.Module:
     """The model to train, with activation checkpointing and LoRA as configured.
 
+    The method's loader (:data:`~flexretrofit.training.methods.TRAINING_METHODS`) picks the model:
+
     - ``kind: flexmdm`` from a LLaDA checkpoint: a fresh retrofit (:meth:`FlexMDMForMaskedDiffusion.from_llada`,
       with ``model.flex_config``); from a FlexMDM folder: that model (e.g. the retrofit, for instruction tuning).
-    - ``kind: mdm``: the LLaDA backbone, wrapped so it projects to the vocabulary only at MASK positions.
+    - ``kind: mdm``: the LLaDA backbone, which projects to the vocabulary only at MASK positions.
 
     With LoRA, the adapters and the FlexMDM's new modules are trainable; without, every weight is.
     Freshly initialised weights (new modules, LoRA) come from ``seed``: every process must build the same
     model (ZeRO-3 keeps each rank's own shard of it; nothing is broadcast).
     """
     set_seed(seed)
-    dtype = getattr(torch, model.dtype)
-    if model.kind == "flexmdm":
-        if init_from_model_type(model) == "flexmdm":
-            if model.flex_config:
-                raise ConfigError(
-                    f"model.flex_config only configures a fresh retrofit, but {model.init_from} is already a FlexMDM "
-                    "(its config fixes schedules and modules); remove model.flex_config."
-                )
-            net = FlexMDMForMaskedDiffusion.from_pretrained(model.init_from, dtype=dtype)
-        else:
-            net = FlexMDMForMaskedDiffusion.from_llada(
-                model.init_from, flex_config=model.flex_config, dtype=dtype
-            )
-    else:
-        net = LLaDAModelLM.from_pretrained(model.init_from, dtype=dtype)
+    net = training_method(model.kind).load(model, init_from_model_type(model), getattr(torch, model.dtype))
     net.config.use_cache = False
     if model.activation_checkpointing:
         net.activation_checkpointing_enable()
@@ -146,7 +135,7 @@ def _instruction_format(data: DataConfig, tokenizer: PreTrainedTokenizerBase, ki
         sample_format = CodeInfillFormat(tokenizer, max_length=data.max_length, **kwargs)
     else:
         sample_format = PromptCompletionFormat(tokenizer, max_length=data.max_length, **kwargs)
-    if kind == "mdm" and data.canvas_length is not None:
+    if training_method(kind).fixed_length and data.canvas_length is not None:
         sample_format = FixedCanvasFormat(
             sample_format, tokenizer.eos_token_id, total_length=data.canvas_length
         )

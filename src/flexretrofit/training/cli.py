@@ -12,7 +12,9 @@ import yaml
 
 from flexretrofit.data.corpus import DataError
 from flexretrofit.run_lock import OutputDirBusy
+from flexretrofit.training.checkpointing import CheckpointWriteError
 from flexretrofit.training.config import ConfigError
+from flexretrofit.training.trainer import TrainingDiverged
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
@@ -36,10 +38,6 @@ def run_recipe(
 
     Usage at the bottom of a recipe: ``raise SystemExit(run_recipe(main))``.
     """
-    # the trainer loads torch; configs do not
-    from flexretrofit.training.checkpointing import CheckpointWriteError
-    from flexretrofit.training.trainer import TrainingDiverged
-
     try:
         main(argv)
     except tuple(user_errors) as error:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from flexretrofit.methods import Method
+
 
 @dataclass
 class ModelConfig:
@@ -35,7 +37,7 @@ class ModelConfig:
     """
 
     init_from: str = ""
-    kind: Literal["flexmdm", "mdm"] = "flexmdm"
+    kind: Method = "flexmdm"
     tokenizer: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     flex_config: dict[str, Any] = field(default_factory=dict)

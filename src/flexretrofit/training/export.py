@@ -28,15 +28,20 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from peft import PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import AutoPeftModelForFeatureExtraction, PeftModel, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModel, PreTrainedTokenizerBase
+from transformers.initialization import no_init_weights
 from transformers.utils import GENERATION_CONFIG_NAME
 
+from flexretrofit.models.auto import needs_retrofit
 from flexretrofit.models.checkpoint import read_model_type
+from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion
 from flexretrofit.models.lora import NEW_MODULES
 from flexretrofit.sampling.config import load_generation_config
+from flexretrofit.training.builders import base_model
+from flexretrofit.training.methods import training_method
 
 NEW_MODULES_FILE = "flexmdm_modules.safetensors"
 FLEXMDM_CONFIG_FILE = "flexmdm_config.json"
@@ -98,8 +103,6 @@ def export_model(
             ``adapter``.
         model_card: the ``README.md`` text (see :mod:`flexretrofit.training.model_card`).
     """
-    from flexretrofit.training.builders import base_model  # local: builders imports the data stack
-
     export_dir = Path(export_dir)
     full_state = gather_full_state(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
@@ -150,14 +153,12 @@ def _replace_folder(source: Path, target: Path) -> None:
 
 def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_path: str) -> None:
     """LoRA adapter (over the base checkpoint) + the FlexMDM's trained new modules, in ``folder``."""
-    from flexretrofit.models import FlexMDMForMaskedDiffusion
-
     adapter_state = {
         k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items() if "lora_" in k
     }
     inner = peft_model.get_base_model()
-    is_flexmdm = isinstance(inner, FlexMDMForMaskedDiffusion)
-    if is_flexmdm and read_model_type(base_model_name_or_path) == "llada":
+    method = training_method(inner.config)
+    if needs_retrofit(read_model_type(base_model_name_or_path), method.name):
         # A fresh retrofit: the base checkpoint is the LLaDA backbone, so the adapter addresses its modules.
         adapter_state = {
             k.replace(_BACKBONE_PREFIX, "base_model.model.", 1): v for k, v in adapter_state.items()
@@ -170,7 +171,7 @@ def save_adapter_export(peft_model: PeftModel, folder: Path, base_model_name_or_
     config.base_model_name_or_path = str(local.resolve()) if local.is_dir() else base_model_name_or_path
     config.save_pretrained(str(folder))
     save_file(adapter_state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
-    if is_flexmdm:
+    if method.new_modules:
         flex = peft_model.unload()  # the adapters removed, the new modules' trained copies put in place
         modules = {k: v.contiguous() for k, v in flex.state_dict().items() if k.split(".")[0] in NEW_MODULES}
         save_file(modules, str(folder / NEW_MODULES_FILE), metadata={"format": "pt"})
@@ -195,12 +196,6 @@ def load_adapter_export(
     Returns:
         a :class:`~flexretrofit.models.FlexMDMForMaskedDiffusion` or :class:`~flexretrofit.models.LLaDAModelLM`.
     """
-    from peft import AutoPeftModelForFeatureExtraction
-    from transformers import AutoModel
-    from transformers.initialization import no_init_weights
-
-    from flexretrofit.models import FlexMDMConfig, FlexMDMForMaskedDiffusion
-
     folder = Path(folder)
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(
@@ -213,9 +208,8 @@ def load_adapter_export(
     inner = peft_model.merge_and_unload() if merge else peft_model.get_base_model()
     if not (folder / NEW_MODULES_FILE).is_file():
         return _with_saved_generation_config(inner, folder).eval()
-    if isinstance(inner, FlexMDMForMaskedDiffusion):
-        model = inner
-    else:
+    model = inner  # the base was a FlexMDM already: its new modules get the trained values
+    if needs_retrofit(inner.config.model_type, "flexmdm"):  # the base is a fresh retrofit's LLaDA backbone
         config = FlexMDMConfig.from_json_file(str(folder / FLEXMDM_CONFIG_FILE))
         with no_init_weights():  # the backbone (and its adapter) are loaded; the new modules come next
             model = FlexMDMForMaskedDiffusion(config, backbone=inner)

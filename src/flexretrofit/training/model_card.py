@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from flexretrofit.training.config import RecipeConfig
+from flexretrofit.training.methods import training_method
 
 
 def _hub_id(name_or_path: str) -> str | None:
@@ -44,10 +45,10 @@ def model_card(
         lora_mode: ``merge`` or ``adapter`` (the export layout the card's loading snippet is for).
         model_config: the trained model's config (``config.to_dict()``), for the schedules.
     """
-    kind = config.model.kind
+    method = training_method(config.model.kind)
     init_from = config.model.init_from
     adapter = lora_mode == "adapter" and config.lora.enabled
-    tags = ["flexretrofit", "masked-diffusion", "llada", "flexmdm" if kind == "flexmdm" else "mdm"]
+    tags = ["flexretrofit", "masked-diffusion", "llada", method.name]
     if config.lora.enabled:
         tags.append("lora")
     front: dict[str, Any] = {"library_name": "flexretrofit"}
@@ -62,14 +63,9 @@ def model_card(
         yaml.safe_dump(front, sort_keys=False).strip(),
         "---",
         "",
-        f"# {'FlexMDM' if kind == 'flexmdm' else 'LLaDA MDM'} trained with flexretrofit",
+        f"# {method.title} trained with flexretrofit",
         "",
-        (
-            "A masked-diffusion language model that inserts and unmasks tokens (flexible length), retrofitted "
-            "from a LLaDA checkpoint."
-            if kind == "flexmdm"
-            else "A LLaDA masked-diffusion language model (fixed length, unmask only), fine-tuned as a baseline."
-        ),
+        method.description,
         "",
         f"- **Base model:** `{init_from}`",
         f"- **Training:** {step} optimizer steps of {config.train.max_steps}, global batch "
@@ -78,32 +74,25 @@ def model_card(
         f"- **Data:** format `{config.data.format}`, max length {config.data.max_length}: "
         + ", ".join(_sources(config)),
     ]
-    if kind == "flexmdm":
-        lines += [
-            f"- **Insertion schedule:** `{json.dumps(model_config.get('insertion_schedule'))}`",
-            f"- **Unmask schedule:** `{json.dumps(model_config.get('unmask_schedule'))}`",
-        ]
+    lines += [  # "- **Insertion schedule:** `{...}`"
+        f"- **{field.replace('_', ' ').capitalize()}:** `{json.dumps(model_config.get(field))}`"
+        for field in method.schedule_fields
+    ]
     lines += ["", "## How to load", "", "```python", "import flexretrofit  # registers the model classes"]
     if adapter:
         lines += [
             "from flexretrofit.training import load_adapter_export",
             "",
             'model = load_adapter_export("<this folder>")  # base model + LoRA adapter'
-            + (" + new FlexMDM modules" if kind == "flexmdm" else ""),
+            + (" + new FlexMDM modules" if method.new_modules else ""),
             "# the base model with the adapter alone: peft.AutoPeftModelForFeatureExtraction.from_pretrained(...)",
         ]
-    elif kind == "flexmdm":
-        lines += [
-            "from flexretrofit import FlexMDMForMaskedDiffusion, load_tokenizer",
-            "",
-            'model = FlexMDMForMaskedDiffusion.from_pretrained("<this folder>")',
-            'tokenizer = load_tokenizer("<this folder>")',
-        ]
     else:
+        model_class = method.model_class.__name__
         lines += [
-            "from flexretrofit import LLaDAModelLM, load_tokenizer",
+            f"from flexretrofit import {model_class}, load_tokenizer",
             "",
-            'model = LLaDAModelLM.from_pretrained("<this folder>")',
+            f'model = {model_class}.from_pretrained("<this folder>")',
             'tokenizer = load_tokenizer("<this folder>")',
         ]
     lines += ["```", ""]
@@ -112,7 +101,7 @@ def model_card(
             "Files: `adapter_config.json` + `adapter_model.safetensors` (a PEFT LoRA adapter over the base model)"
             + (
                 ", `flexmdm_modules.safetensors` (time embedding, AdaLN, insertion head) and `flexmdm_config.json`"
-                if kind == "flexmdm"
+                if method.new_modules
                 else ""
             )
             + ", the tokenizer. The base weights are not included.",

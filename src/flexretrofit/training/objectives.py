@@ -9,6 +9,7 @@ normalised. Both objectives ask for token logits only at MASK positions (``[N, V
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -40,6 +41,11 @@ class FlexMDMObjective:
         self.insertion_schedule = build_schedule(insertion_schedule)
         self.unmask_schedule = build_schedule(unmask_schedule)
         self.insertion_weighting = insertion_weighting
+
+    @classmethod
+    def for_model(cls, model_config: Any, insertion_weighting: str = "elbo") -> FlexMDMObjective:
+        """The objective of a FlexMDM, with the schedules of its config."""
+        return cls(model_config.insertion_schedule, model_config.unmask_schedule, insertion_weighting)
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], normalizer: Tensor | float) -> LossParts:
         """``batch`` from :class:`~flexretrofit.data.FlexMDMCollator`; ``normalizer`` a scalar count."""
@@ -74,6 +80,11 @@ class MDMObjective:
     """
 
     part_names = ("unmask_loss",)
+
+    @classmethod
+    def for_model(cls, model_config: Any, insertion_weighting: str = "elbo") -> MDMObjective:
+        """The objective of a LLaDA MDM (it has no insertion loss to weight, nor schedules to read)."""
+        return cls()
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], normalizer: Tensor | float) -> LossParts:
         logits = model(

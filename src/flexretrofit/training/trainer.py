@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.data import FlexMDMCollator, LengthGroupedBatchSampler, LengthGroupedStream, MDMCollator
+from flexretrofit.data import LengthGroupedBatchSampler, LengthGroupedStream
 from flexretrofit.data.balancing import MicroBatchCost, balance_micro_batches
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
@@ -53,9 +53,9 @@ from flexretrofit.training.checkpointing import (
 )
 from flexretrofit.training.config import ConfigError, RecipeConfig
 from flexretrofit.training.export import export_model
+from flexretrofit.training.methods import training_method
 from flexretrofit.training.metrics import MetricsLogger
 from flexretrofit.training.model_card import model_card
-from flexretrofit.training.objectives import FlexMDMObjective, MDMObjective
 from flexretrofit.training.progress import ProgressBar, flat_config
 from flexretrofit.training.validation import batch_layout, check_output_dir, micro_batch_token_cap
 from flexretrofit.utils import derive_seed
@@ -103,15 +103,11 @@ class Trainer:
         self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
 
         model_config = base_model(model).config
-        self.is_mdm = model_config.model_type == "llada"
-        self.objective = (
-            MDMObjective()
-            if self.is_mdm
-            else FlexMDMObjective(
-                model_config.insertion_schedule,
-                model_config.unmask_schedule,
-                insertion_weighting=config.train.insertion_loss_weighting,
-            )
+        self.method = training_method(
+            model_config
+        )  # from the model trained: LLaDA -> mdm, FlexMDM -> flexmdm
+        self.objective = self.method.objective_class.for_model(
+            model_config, insertion_weighting=config.train.insertion_loss_weighting
         )
         num_slots = self.world_size * self.accumulation
         # Balanced: every rank noises the whole global batch (the noise of each slot is seeded as before)
@@ -186,17 +182,7 @@ class Trainer:
         return range(self.rank * self.accumulation, (self.rank + 1) * self.accumulation)
 
     def _collator(self, model_config, slot: int, num_slots: int, seed: int):
-        ids = dict(pad_token_id=model_config.pad_token_id, mask_token_id=model_config.mask_token_id)
-        if self.is_mdm:
-            return MDMCollator(**ids, rank=slot, world_size=num_slots, seed=seed)
-        return FlexMDMCollator(
-            **ids,
-            insertion_schedule=model_config.insertion_schedule,
-            unmask_schedule=model_config.unmask_schedule,
-            rank=slot,
-            world_size=num_slots,
-            seed=seed,
-        )
+        return self.method.collator_class.for_model(model_config, rank=slot, world_size=num_slots, seed=seed)
 
     def _configure_deepspeed(self) -> None:
         """Batch layout and clipping from the recipe config, so the two configs cannot disagree."""

@@ -11,6 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedConfig
+
+from flexretrofit.models.auto import MODEL_CLASSES
+from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.run_lock import is_lock_file
 from flexretrofit.training.config import (
     ConfigError,
@@ -20,6 +24,8 @@ from flexretrofit.training.config import (
     RecipeConfig,
     TrainConfig,
 )
+from flexretrofit.training.lora_check import check_lora_targets
+from flexretrofit.training.methods import training_method
 
 
 def batch_layout(train: TrainConfig, world_size: int) -> tuple[int, int]:
@@ -59,8 +65,6 @@ def init_from_model_type(model: ModelConfig) -> str:
         FileNotFoundError: a local path that is not a folder with config.json.
         ConfigError: config.json unreadable or without ``model_type``, or a hub id whose config cannot be read.
     """
-    from flexretrofit.models.checkpoint import CheckpointError, read_model_type
-
     try:
         return read_model_type(model.init_from)
     except FileNotFoundError as error:
@@ -75,27 +79,14 @@ def model_length_limit(model: ModelConfig) -> int:
     A LLaDA backbone retrofitted as a FlexMDM gives up one position to the appended slot; an MDM uses all
     ``max_sequence_length``; a saved FlexMDM states its ``max_length``.
     """
-    from transformers import PreTrainedConfig
-
     model_type = init_from_model_type(model)
-    config, _ = PreTrainedConfig.get_config_dict(model.init_from)  # its config.json, checked just above
-    if model_type == "flexmdm":
-        if model.kind != "flexmdm":
-            raise ConfigError(
-                f"model.init_from={model.init_from} is a FlexMDM but model.kind={model.kind!r}; train an MDM "
-                "baseline from a LLaDA checkpoint."
-            )
-        backbone = config["backbone_config"]
-        return int(config.get("max_length") or backbone["max_sequence_length"] - 1)
-    if model_type != "llada":
+    if model_type not in MODEL_CLASSES:
         raise ConfigError(
             f"model.init_from={model.init_from} has model_type={model_type!r}; expected a LLaDA ('llada') or "
             "FlexMDM ('flexmdm') checkpoint."
         )
-    limit = int(config["max_sequence_length"])
-    if model.kind == "flexmdm":
-        limit = min(limit - 1, int(model.flex_config.get("max_length") or limit - 1))
-    return limit
+    config, _ = PreTrainedConfig.get_config_dict(model.init_from)  # its config.json, checked just above
+    return training_method(model.kind).length_limit(model, model_type, config)
 
 
 def _check_source(source: DataSourceConfig, key: str) -> None:
@@ -207,7 +198,7 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
             + f" is above the model's limit of {limit} tokens for model.kind={config.model.kind!r} "
             f"(from {config.model.init_from}); use data.max_length <= {limit}."
         )
-    if config.data.canvas_length is not None and config.model.kind != "mdm":
+    if config.data.canvas_length is not None and not training_method(config.model.kind).fixed_length:
         raise ConfigError(
             "data.canvas_length pads samples for the MDM baseline; set it only with model.kind=mdm."
         )
@@ -236,8 +227,6 @@ def validate_config(config: RecipeConfig, world_size: int = 1) -> tuple[int, int
     if config.data.streaming:
         _check_streaming(config, world_size)
     if config.lora.enabled:
-        from flexretrofit.training.lora_check import check_lora_targets  # the model on the meta device
-
         check_lora_targets(config.model, config.lora)
     return layout
 
