@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from flexretrofit.evaluation import cli, generators, inputs
-from flexretrofit.evaluation.harness import PLOT_FILE, SAMPLES_FILE, SUMMARY_FILE
+from flexretrofit.evaluation import cli, inputs
+from flexretrofit.evaluation.harness import (
+    PLOT_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    RunConfigMismatch,
+    check_run_config,
+)
 from flexretrofit.evaluation.options import GSM8K, INFILL, PRESETS
 from flexretrofit.evaluation.settings import EvalConfigError, resolve_settings
+from flexretrofit.sampling.methods import SAMPLING_METHODS
 from flexretrofit.testing import build_tiny_tokenizer, save_tiny_llada_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,10 +140,11 @@ def test_infill_script_runs_the_flex_sampler_as_a_program(llada_folder, tmp_path
 
 
 def test_interrupted_run_resumes_to_the_same_summary(
-    llada_folder, gsm8k_file, clean_gsm8k_run, tmp_path, monkeypatch
+    llada_folder, gsm8k_file, clean_gsm8k_run, tmp_path, monkeypatch, patch_sampler
 ):
     clean_dir, clean_summary = clean_gsm8k_run
-    real = generators.generate_flex
+    row = SAMPLING_METHODS["flexmdm"]
+    real = row.generate
     calls = []
 
     def interrupted_after_two_batches(*args, **kwargs):
@@ -145,16 +153,59 @@ def test_interrupted_run_resumes_to_the_same_summary(
         calls.append(kwargs["row_seeds"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generators, "generate_flex", interrupted_after_two_batches)
+    patch_sampler("flexmdm", "generate", interrupted_after_two_batches)
     with pytest.raises(KeyboardInterrupt):
         cli.gsm8k_main(_flex_gsm8k_args(llada_folder, gsm8k_file, tmp_path))
     assert len(_rows_in_shards(tmp_path)) == 4 and not (tmp_path / SUMMARY_FILE).exists()
 
-    monkeypatch.setattr(generators, "generate_flex", real)
+    monkeypatch.setitem(SAMPLING_METHODS, "flexmdm", row)
     resumed = cli.gsm8k_main(_flex_gsm8k_args(llada_folder, gsm8k_file, tmp_path))
     assert _rows(tmp_path) == _rows(clean_dir)
     assert _stable(resumed) == _stable(clean_summary)
     assert resumed["this_run"]["rows_written_by_this_process"] == 1
+
+
+def test_a_results_folder_of_the_old_sampler_spelling_resumes(
+    llada_folder, gsm8k_file, clean_gsm8k_run, tmp_path
+):
+    # Folders written before the method vocabulary record the sampler as {"sampler": "flex", ...}.
+    clean_dir, clean_summary = clean_gsm8k_run
+    old_dir = tmp_path / "old"
+    shutil.copytree(clean_dir, old_dir)
+    run_config = json.loads((old_dir / "run_config.json").read_text())
+    method = run_config["sampler"].pop("method")
+    assert method == "flexmdm" and "method" not in run_config
+    run_config["sampler"] = {"sampler": "flex", **run_config["sampler"]}
+    (old_dir / "run_config.json").write_text(json.dumps(run_config))
+    (old_dir / SUMMARY_FILE).unlink()
+
+    resumed = cli.gsm8k_main(_flex_gsm8k_args(llada_folder, gsm8k_file, old_dir, "--sampler", "flex"))
+    assert resumed["this_run"]["rows_written_by_this_process"] == 0
+    assert _rows(old_dir) == _rows(clean_dir) and _stable(resumed) == _stable(clean_summary)
+    assert resumed["sampler"]["method"] == "flexmdm" and resumed["settings"]["method"] == "flexmdm"
+
+    run_config["sampler"]["sampler"] = "mdm"  # an old folder of the other method is still refused
+    (old_dir / "run_config.json").write_text(json.dumps(run_config))
+    with pytest.raises(RunConfigMismatch, match="sampler.method: 'mdm' -> 'flexmdm'"):
+        check_run_config(old_dir, {"sampler": {"method": "flexmdm"}}, only_given=True)
+
+
+def test_the_method_flag_reads_the_old_sampler_flag_and_key(tmp_path):
+    assert resolve_settings(GSM8K, ["--model", "m", "--sampler", "flex"])["method"] == "flexmdm"
+    assert resolve_settings(GSM8K, ["--model", "m", "--sampler", "mdm"])["method"] == "mdm"
+    assert resolve_settings(GSM8K, ["--model", "m", "--method", "mdm"])["method"] == "mdm"
+    assert resolve_settings(GSM8K, ["--model", "m"])["output_dir"] == str(Path("runs/eval/gsm8k-flexmdm"))
+    config = tmp_path / "eval.yaml"
+    config.write_text("sampler: flex\nsteps: 4\n")
+    settings = resolve_settings(GSM8K, ["--model", "m", "--config", str(config)])
+    assert settings["method"] == "flexmdm" and "sampler" not in settings and settings["steps"] == 4
+    with pytest.raises(EvalConfigError, match="invalid choice: 'ar'"):
+        resolve_settings(GSM8K, ["--model", "m", "--method", "ar"])
+    config.write_text("method: ar\n")
+    with pytest.raises(
+        EvalConfigError, match=r"eval\.yaml, line 1: method: got 'ar'; pass one of \['flexmdm', 'mdm'\]"
+    ):
+        resolve_settings(GSM8K, ["--model", "m", "--config", str(config)])
 
 
 def _rows_in_shards(folder):

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from flexretrofit.data.formats import BOUNDARY_TOKEN, CodeInfillFormat, GSM8KFormat
-from flexretrofit.evaluation import generators
 from flexretrofit.evaluation.generators import (
     PromptIds,
     SamplerGenerator,
@@ -45,7 +44,7 @@ def _output(rows, prefix_lengths, suffix_lengths, pad_id, middles=None):
     )
 
 
-def test_infill_completion_is_taken_by_token_position_not_by_string_search(tokenizer, flexmdm, monkeypatch):
+def test_infill_completion_is_taken_by_token_position_not_by_string_search(tokenizer, flexmdm, patch_sampler):
     # The middle repeats a prefix line and the suffix repeats it again: searching the decoded text for
     # the suffix (or the prefix) finds the wrong place.
     prefix, middle, suffix = "a = 1\nb = 2\n", "b = 2\n", "b = 2\n"
@@ -57,7 +56,7 @@ def test_infill_completion_is_taken_by_token_position_not_by_string_search(token
         calls.append((prefixes, suffixes, kwargs))
         return _output([row], [len(prefix_ids)], [len(suffix_ids)], tokenizer.pad_token_id, [middle_ids])
 
-    monkeypatch.setattr(generators, "infill", stub_infill)
+    patch_sampler("flexmdm", "infill", stub_infill)
     generate = SamplerGenerator(flexmdm, tokenizer, FlexGenerationConfig(steps=2), infilling=True)
     [generation] = generate([PromptIds(tuple(prefix_ids), tuple(suffix_ids), seed=7)])
 
@@ -68,28 +67,28 @@ def test_infill_completion_is_taken_by_token_position_not_by_string_search(token
     assert calls[0][2] == {"row_seeds": [7]}
 
 
-def test_generated_response_is_what_follows_the_prompt(tokenizer, flexmdm, monkeypatch):
+def test_generated_response_is_what_follows_the_prompt(tokenizer, flexmdm, patch_sampler):
     prompt_ids = _encode(tokenizer, "The answer is 12.")
     response_ids = _encode(tokenizer, " 12.")
 
     def stub_generate(model, prompts, attention_mask, config, **kwargs):
         return _output([prompt_ids + response_ids], [len(prompt_ids)], [0], tokenizer.pad_token_id)
 
-    monkeypatch.setattr(generators, "generate_flex", stub_generate)
+    patch_sampler("flexmdm", "generate", stub_generate)
     generate = SamplerGenerator(flexmdm, tokenizer, FlexGenerationConfig(steps=2), infilling=False)
     [generation] = generate([PromptIds(tuple(prompt_ids))])
     assert generation.text == " 12."
     assert generation.num_tokens == len(response_ids)
 
 
-def test_a_sampler_output_that_moved_the_prompt_is_an_error(tokenizer, flexmdm, monkeypatch):
+def test_a_sampler_output_that_moved_the_prompt_is_an_error(tokenizer, flexmdm, patch_sampler):
     prompt_ids = _encode(tokenizer, "def f(x):\n")
 
     def shifted(model, prompts, attention_mask, config, **kwargs):
         row = [tokenizer.bos_token_id, *prompt_ids, *prompt_ids]
         return _output([row], [len(prompt_ids)], [0], tokenizer.pad_token_id)
 
-    monkeypatch.setattr(generators, "generate_flex", shifted)
+    patch_sampler("flexmdm", "generate", shifted)
     generate = SamplerGenerator(flexmdm, tokenizer, FlexGenerationConfig(steps=2), infilling=False)
     with pytest.raises(RuntimeError, match="by position"):
         generate([PromptIds(tuple(prompt_ids))])
@@ -160,7 +159,7 @@ def test_mdm_generator_runs_llada_and_reports_its_prompt_limit(tokenizer):
     assert generate.sampler_name == "generate_mdm"
     [generation] = generate([PromptIds(tuple(_encode(tokenizer, "2 + 2 =")), seed=3)])
     assert 0 <= generation.num_tokens <= 8
-    assert generate.settings()["gen_length"] == 8 and generate.settings()["sampler"] == "mdm"
+    assert generate.settings()["gen_length"] == 8 and generate.settings()["method"] == "mdm"
 
 
 def test_flex_sampler_refuses_a_llada_model(tokenizer):
@@ -179,7 +178,7 @@ def test_generation_config_from_settings_checks_field_names():
     )
     with pytest.raises(ValueError, match="gen_length"):
         build_generation_config("flex", {"gen_length": 16})
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(ValueError, match="'ar' is not a method"):
         build_generation_config("ar", {})
 
 

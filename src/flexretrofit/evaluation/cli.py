@@ -7,8 +7,8 @@
 A thin layer over the harness (:func:`flexretrofit.evaluation.harness.run_benchmark`). Every input is
 checked before the model is loaded, cheapest first: the settings (:mod:`.settings`, layered from
 defaults, ``--preset``, ``--config`` YAML and flags), the checkpoint's config.json
-(:mod:`.model_loading`), the data (:mod:`.inputs`), the tokenizer and sampler config, and any results
-already in ``--output-dir``. A mistake ends the program with one line on stderr and exit code 2; results
+(:mod:`.model_loading`), the data (the task's :meth:`~flexretrofit.evaluation.tasks.Task.load`), the
+tokenizer and sampler config, and any results already in ``--output-dir``. A mistake ends the program with one line on stderr and exit code 2; results
 that cannot be written (a full disk) end it with one line and exit code 1, and the rerun resumes.
 """
 
@@ -30,9 +30,7 @@ from flexretrofit.evaluation.harness import (
     merge_and_report,
     run_benchmark,
 )
-from flexretrofit.evaluation.inputs import build_benchmark, load_items
 from flexretrofit.evaluation.model_loading import check_model, load_eval_tokenizer, load_model
-from flexretrofit.evaluation.options import GSM8K, INFILL, NOT_IN_FINGERPRINT
 from flexretrofit.evaluation.processes import environment_info, process_layout
 from flexretrofit.evaluation.results import (
     DISK_FULL,
@@ -40,9 +38,19 @@ from flexretrofit.evaluation.results import (
     ResultsWriteError,
     results_write_message,
 )
-from flexretrofit.evaluation.settings import EvalConfigError, build_sampler_config, resolve_settings
+from flexretrofit.evaluation.settings import (
+    GSM8K,
+    INFILL,
+    NOT_IN_FINGERPRINT,
+    EvalConfigError,
+    build_sampler_config,
+    resolve_settings,
+)
+from flexretrofit.evaluation.tasks import task_class
 from flexretrofit.models import resolve_dtype
+from flexretrofit.models.auto import needs_retrofit
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
+from flexretrofit.sampling.methods import sampling_method
 
 __all__ = ["evaluate", "gsm8k_main", "infill_main", "load_model", "main"]
 logger = logging.getLogger(__name__)
@@ -64,12 +72,13 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
 
     Returns the summary on the process that wrote it, else None.
     """
-    sampler, model_path = settings["sampler"], settings["model"]
-    model_type = check_model(model_path, sampler=sampler, fresh_retrofit=settings["fresh_retrofit"])
-    items = load_items(benchmark, settings)
+    method, model_path = settings["method"], settings["model"]
+    model_type = check_model(model_path, method=method, fresh_retrofit=settings["fresh_retrofit"])
+    task_type = task_class(benchmark)
+    examples = task_type.load(settings)
     tokenizer = load_eval_tokenizer(settings["tokenizer"] or model_path, model_path)
     generation_config = build_sampler_config(settings, tokenizer, benchmark)
-    task = build_benchmark(benchmark, settings, tokenizer, items)
+    task = task_type.from_settings(settings, tokenizer, examples)
     output_dir = Path(settings["output_dir"])
     check_results_files(output_dir)
     layout = process_layout(settings)
@@ -78,14 +87,13 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
         shard = f"shard{layout.rank}-of-{layout.world_size}" if settings["num_shards"] is not None else ""
         lock_output_dir(output_dir, shard, what="--output-dir")
     dtype = resolve_dtype(settings["dtype"], layout.device)
-    infilling = benchmark == INFILL
     suppressed_text = tokenizer.convert_ids_to_tokens(generation_config.suppress_tokens or [])
-    functions = {"flex": ("generate_flex", "infill"), "mdm": ("generate_mdm", "infill_mdm")}
+    sampler = sampling_method(method)
     run_info: dict[str, Any] = {
         "model": {"path": settings["model"]},
         "sampler": {
-            "sampler": sampler,
-            "function": functions[sampler][infilling],
+            "method": method,
+            "function": (sampler.infill if task_type.infilling else sampler.generate).__name__,
             **generation_settings(generation_config),
             "suppress_tokens_text": suppressed_text,
         },
@@ -100,7 +108,7 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
         "path": str(model_path),
         "resolved_path": str(Path(model_path).resolve()) if Path(model_path).exists() else None,
         "model_type": model_type,
-        "fresh_retrofit": model_type == "llada" and sampler == "flex",
+        "fresh_retrofit": needs_retrofit(model_type, method),
         "dtype": str(dtype).removeprefix("torch."),
     }
     # The rows already in output_dir must come from these settings: known now, so checked before loading.
@@ -109,13 +117,13 @@ def evaluate(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any] | No
 
     model, model_info = load_model(
         model_path,
-        sampler=sampler,
+        method=method,
         dtype=dtype,
         device=layout.device,
         fresh_retrofit=settings["fresh_retrofit"],
         seed=settings["seed"],
     )
-    generator = SamplerGenerator(model, tokenizer, generation_config, infilling=infilling)
+    generator = SamplerGenerator(model, tokenizer, generation_config, infilling=task_type.infilling)
     run_info["model"] = model_info
     run_info["sampler"] = {**generator.settings(), "suppress_tokens_text": suppressed_text}
     return run_benchmark(

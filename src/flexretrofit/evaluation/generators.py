@@ -1,155 +1,67 @@
 """Samplers as evaluation generators: tokenised prompts in, :class:`Generation` per prompt out.
 
 The harness (:mod:`flexretrofit.evaluation.harness`) hands a generator a batch of :class:`PromptIds`;
-:class:`SamplerGenerator` runs one of the four samplers on it and decodes only what was generated:
+:class:`SamplerGenerator` runs the sampler of the generation config's method on it (looked up in
+:data:`flexretrofit.sampling.methods.SAMPLING_METHODS`: ``generate`` after a prompt, ``infill`` between a
+prefix and a suffix) and decodes only what was generated.
 
-- :class:`~flexretrofit.sampling.FlexGenerationConfig`: ``generate_flex`` (GSM8K) / ``infill`` (HumanEval);
-- :class:`~flexretrofit.sampling.MDMGenerationConfig`: ``generate_mdm`` / ``infill_mdm`` (the LLaDA
-  baseline, on a LLaDA model or on a FlexMDM used as a fixed-length MDM).
-
-Prompts are built with the instruction-tuning layouts of :mod:`flexretrofit.data.formats`, so the
-model is evaluated on exactly the token layout it was trained on. Completions are taken by token
-position from the sampler output (the response after the prompt, or ``output.middles`` when
-infilling), never by searching the decoded text for the prompt.
+Prompts are built by the tasks (:mod:`flexretrofit.evaluation.tasks`) with the instruction-tuning layouts
+of :mod:`flexretrofit.data.formats`, so the model is evaluated on exactly the token layout it was trained
+on. Completions are taken by token position from the sampler output (the response after the prompt, or
+``output.middles`` when infilling), never by searching the decoded text for the prompt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.data.formats import BOUNDARY_TOKEN, CodeInfillFormat, GSM8KFormat
-from flexretrofit.evaluation.gsm8k import build_gsm8k_few_shot_prompt
-from flexretrofit.evaluation.runner import Generation
-from flexretrofit.sampling import (
-    FlexGenerationConfig,
-    GenerationOutput,
-    MDMGenerationConfig,
-    generate_flex,
-    generate_mdm,
-    infill,
-    infill_mdm,
+from flexretrofit.evaluation.runner import Generation, PromptIds
+from flexretrofit.evaluation.tasks.gsm8k import GSM8K_PROMPT_STYLES, gsm8k_prompt_ids
+from flexretrofit.evaluation.tasks.humaneval_infill import (
+    DEFAULT_INFILL_INSTRUCTION,
+    INFILL_LAYOUTS,
+    infill_prompt_ids,
 )
+from flexretrofit.evaluation.tasks.humaneval_infill import (
+    layout_marker_ids as boundary_token_ids,  # its old name
+)
+from flexretrofit.methods import METHODS
+from flexretrofit.models.auto import MODEL_CLASSES, default_method, needs_retrofit
+from flexretrofit.sampling import GenerationOutput, build_generation_config
+from flexretrofit.sampling.methods import SAMPLING_METHODS, GenerationConfig, sampling_method
+from flexretrofit.sampling.sequences import has_insertion_head
 
-SAMPLERS = ("flex", "mdm")
-INFILL_LAYOUTS = ("boundary", "plain")
-GSM8K_PROMPT_STYLES = ("chat", "few_shot")
-# Our wording; the instruction-tuning data pairs each code snippet with a task description.
-DEFAULT_INFILL_INSTRUCTION = "Fill in the missing code."
+__all__ = [
+    "DEFAULT_INFILL_INSTRUCTION",
+    "GSM8K_PROMPT_STYLES",
+    "INFILL_LAYOUTS",
+    "PER_CALL_FIELDS",
+    "SAMPLERS",
+    "PromptIds",
+    "SamplerGenerator",
+    "boundary_token_ids",
+    "build_generation_config",
+    "completions_from_output",
+    "generation_settings",
+    "gsm8k_prompt_ids",
+    "infill_prompt_ids",
+    "tokens_to_ids",
+]
+
+SAMPLERS = METHODS  # its old name: the methods a generator can sample with
 # Per-row bookkeeping the harness sets; never part of the recorded settings.
-_PER_CALL_FIELDS = ("row_seeds", "return_trace")
+PER_CALL_FIELDS = ("row_seeds", "return_trace")
 
 
-@dataclass(frozen=True)
-class PromptIds:
-    """One tokenised prompt. ``prefix``: the prompt (or the text before the gap); ``suffix``: the text
-    after the gap (empty unless infilling); ``seed``: the row's sampler seed, so that a row's output
-    does not depend on its batch, shard or position in the run."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...] = ()
-    seed: int = 0
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prefix) + len(self.suffix)
-
-
-# ------------------------------------------------------------------------------------------------
-# prompts
-# ------------------------------------------------------------------------------------------------
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def gsm8k_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, question: str, style: str = "chat", system_prompt: str | None = None
-) -> list[int]:
-    """Token ids of the GSM8K prompt for ``question``.
-
-    ``"chat"``: the instruction-tuning layout (:meth:`GSM8KFormat.prompt_ids`: chat template, user turn =
-    instruction + question, assistant prefill ``<reasoning>``); ``system_prompt`` replaces the default
-    instruction (use the one the model was tuned with). ``"few_shot"``: the plain-text few-shot prompt for
-    base models, after the tokenizer's BOS when it has one.
-    """
-    if style == "chat":
-        if system_prompt is None:
-            return GSM8KFormat(tokenizer).prompt_ids(question)
-        return GSM8KFormat(tokenizer, system_prompt=system_prompt).prompt_ids(question)
-    if style == "few_shot":
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        return bos + _encode(tokenizer, build_gsm8k_few_shot_prompt(question))
-    raise ValueError(f"unknown GSM8K prompt style {style!r}; choose one of {GSM8K_PROMPT_STYLES}")
-
-
-def infill_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase,
-    prefix: str,
-    suffix: str,
-    *,
-    instruction: str = DEFAULT_INFILL_INSTRUCTION,
-    layout: str = "boundary",
-    use_chat_template: bool = False,
-) -> tuple[list[int], list[int]]:
-    """``(prefix_ids, suffix_ids)`` the infilling sampler starts from; the middle goes between them.
-
-    ``"boundary"``: the code-infilling training layout ``instruction prefix BND | BND suffix``
-    (:meth:`CodeInfillFormat.encode` with an empty middle, split between the two markers).
-    ``"plain"``: ``prefix | suffix`` with no instruction and no markers (for models never tuned on
-    the boundary layout, e.g. a base LLaDA).
-    """
-    if layout == "plain":
-        return _encode(tokenizer, prefix), _encode(tokenizer, suffix)
-    if layout != "boundary":
-        raise ValueError(f"unknown infilling layout {layout!r}; choose one of {INFILL_LAYOUTS}")
-    infill_format = CodeInfillFormat(tokenizer, use_chat_template=use_chat_template)
-    ids = infill_format.encode(instruction, prefix, "", suffix)["input_ids"]
-    # Split by lengths, not by searching for the marker: the code may itself spell the marker text.
-    split = len(infill_format.instruction_ids(instruction)) + len(_encode(tokenizer, prefix)) + 1
-    boundary = infill_format.boundary_id
-    if ids[split - 1] != boundary or ids[split] != boundary:
-        raise RuntimeError(
-            "the infilling layout did not put the two boundary markers where expected; "
-            "CodeInfillFormat.encode and infill_prompt_ids disagree on the layout"
-        )
-    return ids[:split], ids[split:]
-
-
-# ------------------------------------------------------------------------------------------------
-# sampler configs
-# ------------------------------------------------------------------------------------------------
-def build_generation_config(
-    sampler: str, settings: Mapping[str, Any]
-) -> FlexGenerationConfig | MDMGenerationConfig:
-    """The sampler's config from a flat dict of its fields (``steps``, ``confidence``, ``gen_length``, ...).
-
-    Raises:
-        ValueError: for an unknown sampler or a field the sampler does not have (named in the message).
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    config_class = FlexGenerationConfig if sampler == "flex" else MDMGenerationConfig
-    unknown = sorted(set(settings) - set(config_class.sampler_fields))
-    if unknown:
-        raise ValueError(
-            f"{unknown} are not settings of the {sampler} sampler; it takes "
-            f"{', '.join(f for f in config_class.sampler_fields if f not in _PER_CALL_FIELDS)}"
-        )
-    return config_class(**dict(settings))
-
-
-def generation_settings(config: FlexGenerationConfig | MDMGenerationConfig) -> dict[str, Any]:
+def generation_settings(config: GenerationConfig) -> dict[str, Any]:
     """Every field the sampler reads, as JSON-ready values (what a summary records)."""
-    return {field: getattr(config, field) for field in config.sampler_fields if field not in _PER_CALL_FIELDS}
+    return {field: getattr(config, field) for field in config.sampler_fields if field not in PER_CALL_FIELDS}
 
 
-# ------------------------------------------------------------------------------------------------
-# the generator
-# ------------------------------------------------------------------------------------------------
 def completions_from_output(
     output: GenerationOutput,
     tokenizer: PreTrainedTokenizerBase,
@@ -173,71 +85,83 @@ def completions_from_output(
 
 
 class SamplerGenerator:
-    """A batch generator for the harness: runs the sampler the config selects on :class:`PromptIds`.
+    """A batch generator for the harness: runs the sampler of ``generation_config``'s method on
+    :class:`PromptIds`.
 
     Args:
-        model: a :class:`~flexretrofit.models.FlexMDMForMaskedDiffusion` (either sampler) or a
-            :class:`~flexretrofit.models.LLaDAModelLM` (MDM sampler only).
+        model: a model the method samples (:func:`flexretrofit.models.auto.needs_retrofit` says which:
+            a FlexMDM runs either method, a LLaDA the MDM sampler only).
         tokenizer: decodes the generated ids.
-        generation_config: a :class:`FlexGenerationConfig` (flexible-length sampler) or an
-            :class:`MDMGenerationConfig` (LLaDA's fixed-length sampler).
-        infilling: call ``infill`` / ``infill_mdm`` with prefix and suffix instead of generating after
-            the prompt.
+        generation_config: a row's config class of the sampling table (:class:`FlexGenerationConfig`,
+            :class:`MDMGenerationConfig`); it selects the method.
+        infilling: call the method's ``infill`` with prefix and suffix instead of generating after the prompt.
 
-    The flexible-length sampler gets each prompt's own seed (``row_seeds``), so a row's output does not
-    depend on its batch. LLaDA's sampler draws from one generator per batch, seeded with the first
-    row's seed; at temperature 0 with ``low_confidence`` remasking (the defaults) it draws nothing.
+    A sampler whose config takes ``row_seeds`` gets each prompt's own seed, so a row's output does not
+    depend on its batch. Otherwise the sampler draws from one generator per batch, seeded with the first
+    row's seed (LLaDA's sampler at temperature 0 with ``low_confidence`` remasking draws nothing).
     """
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
-        generation_config: FlexGenerationConfig | MDMGenerationConfig,
+        generation_config: GenerationConfig,
         *,
         infilling: bool,
         skip_special_tokens: bool = True,
     ):
-        if not isinstance(generation_config, (FlexGenerationConfig, MDMGenerationConfig)):
+        try:
+            self.method = sampling_method(generation_config).name
+        except TypeError:
+            accepted = " or ".join(row.config_class.__name__ for row in SAMPLING_METHODS.values())
             raise ValueError(
-                f"generation_config must be a FlexGenerationConfig or MDMGenerationConfig, got "
-                f"{type(generation_config).__name__}"
+                f"generation_config must be a {accepted}, got {type(generation_config).__name__}"
+            ) from None
+        model_type = getattr(model.config, "model_type", None)
+        if needs_retrofit(model_type, self.method):
+            wanted = " or ".join(
+                cls.__name__ for name, cls in MODEL_CLASSES.items() if default_method(name) == self.method
             )
-        self.flexible = isinstance(generation_config, FlexGenerationConfig)
-        if self.flexible and not hasattr(model, "insertion_schedule"):
             raise ValueError(
-                f"the flexible-length sampler needs a FlexMDM, got a {type(model).__name__}; use the MDM "
-                "sampler for a LLaDA model, or retrofit it (FlexMDMForMaskedDiffusion.from_llada)"
+                f"the {self.method} sampler needs a {wanted}, got a {type(model).__name__}; sample it with "
+                f"its own method ({default_method(model_type)}), or retrofit it first "
+                "(FlexMDMForMaskedDiffusion.from_llada)"
             )
         self.model = model
         self.tokenizer = tokenizer
         self.generation_config = generation_config
         self.infilling = infilling
         self.skip_special_tokens = skip_special_tokens
+        self.sampler_name = self._sampler().__name__  # the sampling function this generator calls
+        self.per_row_seeds = "row_seeds" in generation_config.sampler_fields
 
-    @property
-    def sampler_name(self) -> str:
-        """The sampling function this generator calls."""
-        if self.flexible:
-            return "infill" if self.infilling else "generate_flex"
-        return "infill_mdm" if self.infilling else "generate_mdm"
+    def _sampler(self):
+        # Looked up in the table at call time, so tests can stand in a stub sampler.
+        row = SAMPLING_METHODS[self.method]
+        return row.infill if self.infilling else row.generate
 
     @property
     def max_prompt_tokens(self) -> int:
-        """The longest prompt (prefix + suffix tokens) the sampler accepts with this model and config."""
-        config = self.model.config
-        if self.flexible:
-            cap = self.generation_config.max_length
-            return int(config.max_length if cap is None else cap)
-        limit = config.max_length if hasattr(self.model, "insertion_schedule") else config.max_sequence_length
-        return int(limit) - self.generation_config.gen_length
+        """The longest prompt (prefix + suffix tokens) the sampler accepts with this model and config:
+        the config's cap on the whole sequence (``max_length``) or the model's window, less the
+        response length the config reserves (``gen_length``), as the config's fields say."""
+        config, fields = self.generation_config, self.generation_config.sampler_fields
+        model_config = self.model.config
+        window = (
+            model_config.max_length if has_insertion_head(self.model) else model_config.max_sequence_length
+        )
+        cap = config.max_length if "max_length" in fields and config.max_length is not None else window
+        reserved = config.gen_length if "gen_length" in fields else 0
+        return int(cap) - int(reserved)
 
     def settings(self) -> dict[str, Any]:
         """What the summary records about the sampler."""
         return {
-            "sampler": "flex" if self.flexible else "mdm",
+            "method": self.method,
             "function": self.sampler_name,
-            "row_seeds": "seed + row index" if self.flexible else "seed + index of the batch's first row",
+            "row_seeds": "seed + row index"
+            if self.per_row_seeds
+            else "seed + index of the batch's first row",
             **generation_settings(self.generation_config),
         }
 
@@ -249,21 +173,13 @@ class SamplerGenerator:
         suffixes = [list(prompt.suffix) for prompt in prompts]
         if not self.infilling and any(suffixes):
             raise ValueError("a generation prompt has suffix ids; build the generator with infilling=True")
-        if self.flexible:
-            seeding = {"row_seeds": [prompt.seed for prompt in prompts]}
+        if self.per_row_seeds:
+            seeding: dict[str, Any] = {"row_seeds": [prompt.seed for prompt in prompts]}
         else:
             seeding = {"seed": prompts[0].seed}
-        # Looked up at call time (module globals), so tests can stand in a stub sampler.
-        sampler = {
-            "generate_flex": generate_flex,
-            "infill": infill,
-            "generate_mdm": generate_mdm,
-            "infill_mdm": infill_mdm,
-        }[self.sampler_name]
-        if self.infilling:
-            output = sampler(self.model, prefixes, suffixes, self.generation_config, **seeding)
-        else:
-            output = sampler(self.model, prefixes, None, self.generation_config, **seeding)
+        # generate(model, ids, attention_mask, config) / infill(model, prefixes, suffixes, config)
+        second = suffixes if self.infilling else None
+        output = self._sampler()(self.model, prefixes, second, self.generation_config, **seeding)
         _check_prompts_kept(output, prefixes, suffixes)
         return completions_from_output(
             output, self.tokenizer, infilling=self.infilling, skip_special_tokens=self.skip_special_tokens
@@ -285,14 +201,6 @@ def _check_prompts_kept(
                 f"row {row} of the sampler output does not start with its prompt (and end with its suffix); "
                 "the generated tokens cannot be located by position"
             )
-
-
-def boundary_token_ids(tokenizer: PreTrainedTokenizerBase, layout: str) -> list[int]:
-    """Ids a middle must never contain: the boundary marker, in the ``"boundary"`` layout."""
-    if layout != "boundary":
-        return []
-    token_id = tokenizer.get_vocab().get(BOUNDARY_TOKEN)
-    return [] if token_id is None else [int(token_id)]
 
 
 def tokens_to_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> list[int]:

@@ -11,8 +11,8 @@ One run of a benchmark over ``output_dir``:
 ``run_config.json`` pins what the rows depend on (model, sampler settings, prompts, seed); a rerun
 with other settings into the same folder is refused instead of mixing two runs' rows.
 
-A benchmark (:mod:`.benchmarks`: ``GSM8KBenchmark``, ``InfillBenchmark``) owns its items, its prompts and
-how a generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
+A task (:class:`flexretrofit.evaluation.tasks.Task`: ``GSM8KTask``, ``HumanEvalInfillTask``) owns its items,
+its prompts and how a generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
 sampler's limit) get a row with ``skipped = "prompt_too_long"`` that counts as wrong.
 """
 
@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flexretrofit.evaluation.benchmarks import Benchmark, EvalItem
 from flexretrofit.evaluation.lengths import length_stats, plot_length_distributions
 from flexretrofit.evaluation.results import (
     ResultsFileError,
@@ -40,6 +39,9 @@ from flexretrofit.evaluation.results import (
 )
 from flexretrofit.evaluation.runner import GenerateFn, Generation, run_resumable
 from flexretrofit.evaluation.stats import total_variation_distance
+from flexretrofit.evaluation.tasks.base import EvalItem
+from flexretrofit.evaluation.tasks.base import Task as Benchmark
+from flexretrofit.methods import method_name
 
 logger = logging.getLogger(__name__)
 
@@ -238,14 +240,13 @@ def write_report(
         row["num_tokens"] for row in rows if not row.get("skipped") and row.get("num_tokens") is not None
     ]
     if lengths:
-        reference_label = "reference target" if benchmark.name == "gsm8k" else "canonical middle"
         try:
             plot_length_distributions(
                 lengths,
                 [item.reference_tokens for item in benchmark.items],
                 output_dir / PLOT_FILE,
                 title=f"{benchmark.name}: generated length",
-                labels=("generated", reference_label),
+                labels=("generated", benchmark.reference_label),
             )
         except OSError as error:
             raise ResultsWriteError(output_dir / PLOT_FILE, error) from error
@@ -311,7 +312,21 @@ def read_run_config(output_dir: str | os.PathLike) -> dict[str, Any]:
             f"{path} is damaged (not a JSON object), so the rows next to it cannot be matched to settings: "
             "pass another --output-dir, or delete that folder to start over"
         )
-    return stored
+    return _current_spellings(stored)
+
+
+def _current_spellings(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run config as this version writes it: folders written before the method vocabulary record the
+    sampler as ``"sampler": {"sampler": "flex", ...}``, now ``"sampler": {"method": "flexmdm", ...}``."""
+    sampler = stored.get("sampler")
+    if not isinstance(sampler, dict) or "sampler" not in sampler:
+        return stored
+    try:
+        method = method_name(sampler["sampler"], key="sampler")
+    except ValueError:  # not a method at all: left as it is, so the mismatch is reported
+        return stored
+    renamed = {"method": method, **{key: value for key, value in sampler.items() if key != "sampler"}}
+    return {**stored, "sampler": renamed}
 
 
 def check_results_files(output_dir: str | os.PathLike) -> int:

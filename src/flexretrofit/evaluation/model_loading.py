@@ -1,7 +1,7 @@
 """The model and tokenizer an evaluation runs: checked from config.json first, loaded last.
 
-:func:`check_model` reads only the checkpoint's ``config.json`` (is it a FlexMDM or a LLaDA, can the
-chosen sampler run it, does the tokenizer's mask id match), so a wrong ``--model`` fails before any
+:func:`check_model` reads only the checkpoint's ``config.json`` (its model_type, whether the chosen
+method runs it: :data:`flexretrofit.models.auto.MODEL_TYPE_METHODS` / :func:`~flexretrofit.models.auto.needs_retrofit`), so a wrong ``--model`` fails before any
 weights are read; :func:`load_model` then loads the weights.
 """
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.evaluation.settings import EvalConfigError
+from flexretrofit.evaluation.tasks.base import EvalConfigError
 from flexretrofit.models import (
     CheckpointError,
     FlexMDMForMaskedDiffusion,
@@ -23,17 +23,18 @@ from flexretrofit.models import (
     load_tokenizer,
     read_model_type,
 )
+from flexretrofit.models.auto import MODEL_TYPE_METHODS, load_config, needs_retrofit
 
-MODEL_TYPES = ("flexmdm", "llada")
+MODEL_TYPES = tuple(sorted(MODEL_TYPE_METHODS))
 
 
-def check_model(path: str, *, sampler: str, fresh_retrofit: bool = False) -> str:
-    """The checkpoint's ``model_type``, after checking that ``sampler`` can run it (config.json only).
+def check_model(path: str, *, method: str, fresh_retrofit: bool = False) -> str:
+    """The checkpoint's ``model_type``, after checking that ``method`` can run it (config.json only).
 
     Raises:
         FileNotFoundError: a local path that is not a folder with config.json.
         EvalConfigError: config.json unreadable or not reachable on the hub, not a FlexMDM or LLaDA
-            checkpoint, or a LLaDA with the flexible-length sampler and no ``fresh_retrofit``.
+            checkpoint, or one that runs ``method`` only once retrofitted and no ``fresh_retrofit``.
     """
     try:
         model_type = read_model_type(path)
@@ -41,13 +42,14 @@ def check_model(path: str, *, sampler: str, fresh_retrofit: bool = False) -> str
         raise EvalConfigError(str(error)) from None
     if model_type not in MODEL_TYPES:
         raise EvalConfigError(
-            f"{path}: config.json model_type is {model_type!r}; this evaluation runs 'flexmdm' and 'llada' checkpoints"
+            f"{path}: config.json model_type is {model_type!r}; this evaluation runs "
+            f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints"
         )
-    if model_type == "llada" and sampler == "flex" and not fresh_retrofit:
+    if needs_retrofit(model_type, method) and not fresh_retrofit:
         raise EvalConfigError(
-            f"{path} is a LLaDA checkpoint; the flexible-length sampler needs a FlexMDM. Evaluate a "
-            "retrofit (recipes/retrofit_llada.py), use --sampler mdm, or pass --fresh-retrofit to run "
-            "an untrained retrofit of it (a smoke test, not a result)"
+            f"{path} is a {model_type} checkpoint; the {method} sampler needs a FlexMDM. Evaluate a "
+            f"retrofit (recipes/retrofit_llada.py), use --method {MODEL_TYPE_METHODS[model_type]}, or pass "
+            "--fresh-retrofit to run an untrained retrofit of it (a smoke test, not a result)"
         )
     return model_type
 
@@ -70,12 +72,8 @@ def load_eval_tokenizer(path: str, model_path: str) -> PreTrainedTokenizerBase:
 
 
 def _config_mask_id(path: str) -> int | None:
-    from transformers import AutoConfig
-
-    import flexretrofit  # noqa: F401  (registers the LLaDA and FlexMDM configs with AutoConfig)
-
     try:
-        return AutoConfig.from_pretrained(path).mask_token_id
+        return load_config(path).mask_token_id
     except (OSError, ValueError, TypeError) as error:
         raise EvalConfigError(
             f"{path}: config.json cannot be read as a model config ({type(error).__name__}: "
@@ -86,7 +84,7 @@ def _config_mask_id(path: str) -> int | None:
 def load_model(
     path: str,
     *,
-    sampler: str,
+    method: str,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     fresh_retrofit: bool = False,
@@ -94,20 +92,20 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model to evaluate and what the summary says about it.
 
-    A ``flexmdm`` checkpoint runs with either sampler. A ``llada`` checkpoint runs with the MDM sampler;
-    with ``sampler="flex"`` only when ``fresh_retrofit`` asks for an untrained retrofit of it (new
+    A ``flexmdm`` checkpoint runs with either method. A ``llada`` checkpoint runs with the MDM sampler;
+    with ``method="flexmdm"`` only when ``fresh_retrofit`` asks for an untrained retrofit of it (new
     modules from ``seed``): useful for smoke tests and demos, not for results.
 
     Raises:
         FileNotFoundError / EvalConfigError: as :func:`check_model`, or a checkpoint whose weights cannot
             be loaded (:class:`~flexretrofit.models.CheckpointError`, one line naming the file).
     """
-    model_type = check_model(path, sampler=sampler, fresh_retrofit=fresh_retrofit)
+    model_type = check_model(path, method=method, fresh_retrofit=fresh_retrofit)
     try:
         model = load_pretrained(path, dtype=dtype)
     except CheckpointError as error:  # a missing config field, a truncated shard, keys that do not match
         raise EvalConfigError(str(error)) from None
-    retrofitted = model_type == "llada" and sampler == "flex"
+    retrofitted = needs_retrofit(model_type, method)
     if retrofitted:
         torch.manual_seed(seed)
         model = FlexMDMForMaskedDiffusion.from_llada(model)

@@ -1,7 +1,7 @@
 """Drive any generator over a benchmark, resumably: generate a batch, score it, append the rows.
 
 The evaluation code never imports a sampler. A generator is any callable that takes a list of
-prompts (whatever the benchmark builds: text, chat messages, :class:`InfillTask`) and returns one
+prompts (whatever the task builds: text, chat messages, :class:`PromptIds`) and returns one
 output per prompt, either the generated text or a :class:`Generation` that also carries the
 number of generated tokens (for length statistics)::
 
@@ -19,6 +19,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexretrofit.evaluation.results import ResultsWriter
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """One tokenised prompt. ``prefix``: the prompt (or the text before the gap); ``suffix``: the text
+    after the gap (empty unless infilling); ``seed``: the row's sampler seed, so that a row's output
+    does not depend on its batch, shard or position in the run."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...] = ()
+    seed: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prefix) + len(self.suffix)
 
 
 @dataclass(frozen=True)

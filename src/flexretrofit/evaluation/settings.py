@@ -1,11 +1,16 @@
-"""Settings of an evaluation run: flags and YAML layered over defaults and presets, then checked.
+"""The settings of an evaluation run, for the command line: one table of options (each a flag, a YAML key
+and a summary field), layered from defaults, presets, a YAML file and flags, then checked.
 
-Priority, lowest first: the built-in defaults (:mod:`.options`), a named ``--preset``, a YAML
+Priority, lowest first: the built-in defaults (the run and sampler options here, the task's own options and
+sampler defaults in its module of :mod:`flexretrofit.evaluation.tasks`), a named ``--preset``, a YAML
 ``--config`` file (flat ``option_name: value`` pairs, the flag names with ``_`` or ``-``) and the flags.
 Every value is checked here, before a tokenizer, a data set or a model is loaded: its type, that a
 number is finite and in range, and the settings that depend on each other (``k <= num_samples``,
 ``shard_index < num_shards``). A mistake raises :class:`EvalConfigError` with one line that names the
 flag or the file and line it came from and says what to pass instead.
+
+The method is ``--method flexmdm|mdm`` (``--sampler`` and the YAML key ``sampler`` still read, with the
+old spelling ``flex`` for ``flexmdm``).
 """
 
 from __future__ import annotations
@@ -19,29 +24,160 @@ from typing import Any, NoReturn
 
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.evaluation.generators import (
-    SAMPLERS,
-    boundary_token_ids,
-    build_generation_config,
-    tokens_to_ids,
-)
-from flexretrofit.evaluation.options import (
-    BENCHMARKS,
-    DEFAULT_SAMPLER_SETTINGS,
-    GSM8K,
-    INFILL,
-    OPTIONS,
-    PRESETS,
-    SAMPLER_SCOPES,
-    Option,
-    int_or_none,
-    options_for,
-)
+from flexretrofit.evaluation.generators import PER_CALL_FIELDS, tokens_to_ids
+from flexretrofit.evaluation.tasks import TASKS, task_class
+from flexretrofit.evaluation.tasks.base import EvalConfigError, Option, int_or_none
+from flexretrofit.methods import METHODS, OLD_SPELLINGS
 from flexretrofit.models.tokenizer import stop_token_ids
+from flexretrofit.sampling import build_generation_config
+from flexretrofit.sampling.config import MAX_STEPS
+from flexretrofit.sampling.methods import sampling_method
+
+GSM8K = "gsm8k"
+INFILL = "humaneval_infill"
+BENCHMARKS = tuple(TASKS)
+# The sampler settings of a run without a preset and of each preset, by task and method (from the tasks).
+DEFAULT_SAMPLER_SETTINGS = {name: task.generation_defaults for name, task in TASKS.items()}
+PRESETS = {
+    preset: {name: task.presets[preset] for name, task in TASKS.items() if preset in task.presets}
+    for preset in sorted({preset for task in TASKS.values() for preset in task.presets})
+}
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "model",
+        None,
+        "checkpoint folder or hub id: a FlexMDM or a LLaDA (told apart by config.json model_type)",
+    ),
+    Option("tokenizer", None, "tokenizer folder or hub id (default: the model's)"),
+    Option(
+        "method",
+        "flexmdm",
+        "flexmdm: FlexMDM flexible-length sampler; mdm: LLaDA's fixed-length baseline "
+        "(--sampler and 'flex' still read)",
+        choices=METHODS,
+        aliases=("sampler",),
+        spellings=OLD_SPELLINGS,
+    ),
+    Option(
+        "preset", None, "named sampler settings (published: method doc, section 7)", choices=tuple(PRESETS)
+    ),
+    Option(
+        "fresh_retrofit",
+        False,
+        "with --method flexmdm and a LLaDA model: evaluate a fresh, untrained retrofit (demo only)",
+        type=None,
+        flag=True,
+    ),
+    Option("output_dir", None, "results folder (default: runs/eval/<benchmark>-<method>)"),
+    Option(
+        "limit", None, "only the first N examples (GSM8K) or tasks (infilling)", type=int_or_none, minimum=1
+    ),
+    Option("batch_size", 8, "prompts per sampler call", type=int, minimum=1),
+    Option("seed", 0, "base seed; row i uses seed + i", type=int, minimum=0),
+    Option(
+        "dtype",
+        "auto",
+        "model dtype (auto: bfloat16 on a GPU that has it, else float32)",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    ),
+    Option("device", None, "device (default: Accelerate's device for this process)"),
+    Option(
+        "num_shards",
+        None,
+        "split the run into N independent jobs (instead of Accelerate processes)",
+        type=int_or_none,
+        minimum=1,
+    ),
+    Option("shard_index", None, "which of --num-shards this job runs (0-based)", type=int_or_none, minimum=0),
+    Option(
+        "merge_only",
+        False,
+        "only merge the shard results and write the summary (refused, naming the shards, while rows are missing)",
+        type=None,
+        flag=True,
+    ),
+    Option("progress", True, "show a progress bar", type=None, flag=True),
+)
+SAMPLER_OPTIONS: tuple[Option, ...] = (
+    # defaults per task and method: each task's generation_defaults
+    Option(
+        "steps", None, "sampler steps (forward passes)", type=int, scope="both", minimum=1, maximum=MAX_STEPS
+    ),
+    Option("temperature", 0.0, "0 = argmax tokens", type=float, scope="both", minimum=0),
+    Option(
+        "suppress_tokens",
+        [],
+        "tokens never generated, as spelled (e.g. '<|eot_id|>'); mdm: pass the EOS token for a base model",
+        many=True,
+        scope="both",
+    ),
+    Option(
+        "confidence",
+        "top_prob",
+        "which MASKs to unmask first",
+        choices=("top_prob", "prob_diff", "entropy", "position"),
+        scope="flexmdm",
+    ),
+    Option(
+        "sliding_window", False, "rank only a left window of MASKs", type=None, flag=True, scope="flexmdm"
+    ),
+    Option(
+        "window_scale",
+        15.0,
+        "window = min(floor(a K), max_window) MASKs",
+        type=float,
+        scope="flexmdm",
+        minimum=0,
+        strict=True,
+    ),
+    Option("max_window", 32, "cap of the window", type=int, scope="flexmdm", minimum=1),
+    Option(
+        "max_length",
+        None,
+        "cap on prompt + response tokens (default: the model's)",
+        type=int_or_none,
+        scope="flexmdm",
+        minimum=1,
+    ),
+    Option("bucket_size", 16, "canvas width rounding", type=int, scope="flexmdm", minimum=1),
+    Option(
+        "gen_length",
+        None,
+        "MASKs after the prompt (or between prefix and suffix)",
+        type=int,
+        scope="mdm",
+        minimum=1,
+    ),
+    Option("block_length", None, "semi-autoregressive block size", type=int, scope="mdm", minimum=1),
+    Option("cfg_scale", 0.0, "classifier-free guidance (0 = off)", type=float, scope="mdm", minimum=0),
+    Option(
+        "remasking",
+        "low_confidence",
+        "which MASKs to unmask first",
+        choices=("low_confidence", "random"),
+        scope="mdm",
+    ),
+)
+SAMPLER_SCOPES = {method: ("both", method) for method in METHODS}
+# Settings the rows do not depend on: left out of run_config.json, so a rerun into the same folder may
+# change them (every other setting must stay the same, see harness.check_run_config).
+NOT_IN_FINGERPRINT = {
+    "output_dir", "limit", "batch_size", "num_shards", "shard_index", "merge_only", "progress", "device",
+    "config", "preset", "sandbox_workers", "k",
+}  # fmt: skip
 
 
-class EvalConfigError(ValueError):
-    """A setting, file or model the evaluation cannot run with; the message says what to do."""
+OPTIONS: tuple[Option, ...] = (
+    *RUN_OPTIONS,
+    *(option for task in TASKS.values() for option in task.options),
+    *SAMPLER_OPTIONS,
+)
+
+
+def options_for(benchmark: str) -> list[Option]:
+    """The options of one benchmark's entry point: run options, the task's own, sampler options."""
+    return [*RUN_OPTIONS, *task_class(benchmark).options, *SAMPLER_OPTIONS]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,9 +189,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(benchmark: str) -> argparse.ArgumentParser:
     """The parser of one benchmark's entry point; every flag defaults to "not given" (layered later)."""
-    title = "GSM8K accuracy" if benchmark == GSM8K else "HumanEval infilling pass@k"
     parser = _Parser(
-        description=f"{title} of a FlexMDM (flexible-length sampler) or an MDM baseline.",
+        description=f"{task_class(benchmark).title} of a FlexMDM (flexible-length sampler) or an MDM baseline.",
         epilog=_defaults_epilog(benchmark),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -64,8 +199,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     groups = {
         "run": parser.add_argument_group("run"),
         "both": parser.add_argument_group("sampler (both)"),
-        "flex": parser.add_argument_group("sampler: flex"),
-        "mdm": parser.add_argument_group("sampler: mdm"),
+        **{method: parser.add_argument_group(f"sampler: {method}") for method in METHODS},
     }
     for option in options_for(benchmark):
         help_text = (
@@ -74,12 +208,16 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
             else f"{option.help} (default: {option.default!r})"
         )
         group = groups[option.scope]
+        flags = [_flag(name) for name in (option.name, *option.aliases)]
         if option.flag:
-            group.add_argument(_flag(option.name), action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(
+                *flags, dest=option.name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             group.add_argument(
-                _flag(option.name),
-                type=option.type,
+                *flags,
+                dest=option.name,
+                type=option.read if option.spellings else option.type,
                 choices=option.choices,
                 nargs="+" if option.many else None,
                 help=help_text,
@@ -93,10 +231,11 @@ def _flag(name: str) -> str:
 
 def _defaults_epilog(benchmark: str) -> str:
     lines = ["Priority of settings: flags > --config YAML > --preset > defaults; all go into summary.json."]
-    for sampler in SAMPLERS:
-        lines.append(f"{sampler} sampler defaults: {DEFAULT_SAMPLER_SETTINGS[benchmark][sampler]}")
-        for name, preset in PRESETS.items():
-            lines.append(f"  --preset {name}: {preset[benchmark][sampler]}")
+    task = task_class(benchmark)
+    for method in METHODS:
+        lines.append(f"{method} sampler defaults: {task.generation_defaults[method]}")
+        for name, preset in task.presets.items():
+            lines.append(f"  --preset {name}: {preset[method]}")
     return "\n".join(lines)
 
 
@@ -106,8 +245,7 @@ def resolve_settings(benchmark: str, argv: Sequence[str] | None = None) -> dict[
     Raises:
         EvalConfigError: a bad flag, YAML file or value; a setting of the other sampler; no ``--model``.
     """
-    if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    task = task_class(benchmark)
     given = vars(build_parser(benchmark).parse_args(argv))
     config_path = given.pop("config", None)
     from_file, file_origins = read_config_file(benchmark, config_path)
@@ -116,30 +254,30 @@ def resolve_settings(benchmark: str, argv: Sequence[str] | None = None) -> dict[
     options = {option.name: option for option in options_for(benchmark)}
 
     settings = {name: option.default for name, option in options.items()}
-    sampler = explicit.get("sampler", settings["sampler"])
-    settings.update(DEFAULT_SAMPLER_SETTINGS[benchmark][sampler])
+    method = explicit.get("method", settings["method"])
+    settings.update(task.generation_defaults[method])
     preset = explicit.get("preset")
     if preset is not None:
-        settings.update(PRESETS[preset][benchmark][sampler])
+        settings.update(task.presets[preset][method])
     settings.update(explicit)
 
-    other = sorted(name for name in explicit if options[name].scope not in ("run", *SAMPLER_SCOPES[sampler]))
+    other = sorted(name for name in explicit if options[name].scope not in ("run", *SAMPLER_SCOPES[method]))
     if other:
         named = ", ".join(origins[name] for name in other)
         raise EvalConfigError(
-            f"{named}: settings of the other sampler, not of --sampler {sampler}; remove them"
+            f"{named}: settings of the other sampler, not of --method {method}; remove them"
         )
     # Keep only what this run uses: the summary then lists no setting that had no effect.
     for name, option in options.items():
-        if option.scope not in ("run", *SAMPLER_SCOPES[sampler]):
+        if option.scope not in ("run", *SAMPLER_SCOPES[method]):
             settings.pop(name, None)
-    required = set(DEFAULT_SAMPLER_SETTINGS[benchmark][sampler])
+    required = set(task.generation_defaults[method])
     for name, value in list(settings.items()):
         label = origins.get(name, f"the default of {_flag(name)}")
         settings[name] = check_value(options[name], value, label, allow_none=name not in required)
     check_combination(settings, origins)
     if settings["output_dir"] is None:
-        settings["output_dir"] = str(Path("runs") / "eval" / f"{benchmark}-{sampler}")
+        settings["output_dir"] = str(Path("runs") / "eval" / f"{benchmark}-{method}")
     settings["config"] = str(Path(config_path).resolve()) if config_path is not None else None
     return settings
 
@@ -179,7 +317,13 @@ def read_config_file(benchmark: str, path: str | None) -> tuple[dict[str, Any], 
         for key, _ in (node.value if isinstance(node, yaml.MappingNode) else [])
     }
     options = {option.name: option for option in options_for(benchmark)}
-    values = {str(key).replace("-", "_"): value for key, value in loaded.items()}
+    # Old key names (sampler: method) read as the option's name.
+    renamed = {alias: option.name for option in options.values() for alias in option.aliases}
+    lines = {renamed.get(name, name): line for name, line in lines.items()}
+    values = {
+        renamed.get(key, key): value
+        for key, value in ((str(k).replace("-", "_"), v) for k, v in loaded.items())
+    }
     origins = {name: f"{path}, line {lines.get(name, '?')}: {name}" for name in values}
     unknown = sorted(set(values) - set(options), key=lambda name: lines.get(name, 0))
     if unknown:
@@ -208,6 +352,8 @@ def check_value(option: Option, value: Any, label: str, *, allow_none: bool = Tr
 
 
 def _check_one(option: Option, value: Any, label: str, *, allow_none: bool) -> Any:
+    if option.spellings and isinstance(value, str):
+        value = option.spellings.get(value, value)
     if value is None:
         if option.default is None and allow_none:
             return None
@@ -321,23 +467,23 @@ def _check_device(device: str, label: str) -> None:
 
 def sampler_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved settings that belong to the chosen sampler (token strings not yet turned into ids)."""
-    scopes = SAMPLER_SCOPES[settings["sampler"]]
+    scopes = SAMPLER_SCOPES[settings["method"]]
     names = [option.name for option in OPTIONS if option.scope in scopes]
     return {name: settings[name] for name in names if name in settings}
 
 
 def build_sampler_config(settings: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, benchmark: str):
-    """The sampler config: the sampler's settings, the seed, and suppressed tokens as ids (plus the
-    boundary marker when infilling in the boundary layout: a middle never holds it)."""
+    """The sampler config of the run's method: its settings, the seed, and suppressed tokens as ids (plus
+    those the task never wants generated, e.g. the boundary marker of the infilling layout)."""
     values = sampler_settings(settings)
     try:
         suppressed = tokens_to_ids(tokenizer, values.pop("suppress_tokens") or [])
-        if benchmark == INFILL:
-            suppressed += boundary_token_ids(tokenizer, settings["layout"])
+        suppressed += task_class(benchmark).suppressed_token_ids(settings, tokenizer)
         values["suppress_tokens"] = sorted(set(suppressed))
-        if settings["sampler"] == "mdm":  # the answer ends at EOS or <|eot_id|>, as in LLaDA's own evaluation
+        # A sampler that ends the answer at a stop token gets EOS and <|eot_id|>, as LLaDA's own evaluation.
+        if "eos_token_id" in sampling_method(settings["method"]).config_class.sampler_fields:
             values["eos_token_id"] = stop_token_ids(tokenizer)
         values["seed"] = settings["seed"]
-        return build_generation_config(settings["sampler"], values)
+        return build_generation_config(settings["method"], values, hidden_fields=PER_CALL_FIELDS)
     except ValueError as error:
         raise EvalConfigError(f"invalid sampler settings: {error}") from error
