@@ -7,19 +7,31 @@
 A thin layer over the harness (:func:`flexretrofit.evaluation.harness.run_benchmark`). Every input is
 checked before the model is loaded, cheapest first: the settings (:mod:`.settings`, layered from
 defaults, ``--preset``, ``--config`` YAML and flags), the checkpoint's config.json
-(:mod:`.model_loading`), the data (the task's :meth:`~flexretrofit.evaluation.tasks.Task.load`), the
-tokenizer and sampler config, and any results already in ``--output-dir``. A mistake ends the program with one line on stderr and exit code 2; results
-that cannot be written (a full disk) end it with one line and exit code 1, and the rerun resumes.
+(:func:`check_model`), the data (the task's :meth:`~flexretrofit.evaluation.tasks.Task.load`), the
+tokenizer and sampler config, and any results already in ``--output-dir``. A mistake ends the program
+with one line on stderr and exit code 2; results that cannot be written (a full disk) end it with one
+line and exit code 1, and the rerun resumes.
+
+The command line is two modules: this one (the run: model checks and loading, the process layout, the
+summary's run info) and :mod:`.settings` (every option, layered and checked). The method
+(``--method flexmdm|mdm``) is looked up in the sampling and model tables, never branched on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.evaluation.generators import SamplerGenerator, generation_settings
 from flexretrofit.evaluation.harness import (
@@ -30,8 +42,6 @@ from flexretrofit.evaluation.harness import (
     merge_and_report,
     run_benchmark,
 )
-from flexretrofit.evaluation.model_loading import check_model, load_eval_tokenizer, load_model
-from flexretrofit.evaluation.processes import environment_info, process_layout
 from flexretrofit.evaluation.results import (
     DISK_FULL,
     ResultsFileError,
@@ -47,8 +57,16 @@ from flexretrofit.evaluation.settings import (
     resolve_settings,
 )
 from flexretrofit.evaluation.tasks import task_class
-from flexretrofit.models import resolve_dtype
-from flexretrofit.models.auto import needs_retrofit
+from flexretrofit.models import (
+    CheckpointError,
+    FlexMDMForMaskedDiffusion,
+    TokenizerLoadError,
+    load_pretrained,
+    load_tokenizer,
+    read_model_type,
+    resolve_dtype,
+)
+from flexretrofit.models.auto import MODEL_TYPE_METHODS, load_config, needs_retrofit
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.sampling.methods import sampling_method
 
@@ -205,6 +223,157 @@ def gsm8k_main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
 def infill_main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return main(INFILL, argv)
+
+
+# ------------------------------------------------------------------------------------------------
+# the model: checked from config.json first, loaded last
+# ------------------------------------------------------------------------------------------------
+MODEL_TYPES = tuple(sorted(MODEL_TYPE_METHODS))
+
+
+def check_model(path: str, *, method: str, fresh_retrofit: bool = False) -> str:
+    """The checkpoint's ``model_type``, after checking that ``method`` can run it (config.json only).
+
+    Raises:
+        FileNotFoundError: a local path that is not a folder with config.json.
+        EvalConfigError: config.json unreadable or not reachable on the hub, not a FlexMDM or LLaDA
+            checkpoint, or one that runs ``method`` only once retrofitted and no ``fresh_retrofit``.
+    """
+    try:
+        model_type = read_model_type(path)
+    except CheckpointError as error:  # unreadable config.json, no model_type, hub not reachable
+        raise EvalConfigError(str(error)) from None
+    if model_type not in MODEL_TYPES:
+        raise EvalConfigError(
+            f"{path}: config.json model_type is {model_type!r}; this evaluation runs "
+            f"{' and '.join(map(repr, MODEL_TYPES))} checkpoints"
+        )
+    if needs_retrofit(model_type, method) and not fresh_retrofit:
+        raise EvalConfigError(
+            f"{path} is a {model_type} checkpoint; the {method} sampler needs a FlexMDM. Evaluate a "
+            f"retrofit (recipes/retrofit_llada.py), use --method {MODEL_TYPE_METHODS[model_type]}, or pass "
+            "--fresh-retrofit to run an untrained retrofit of it (a smoke test, not a result)"
+        )
+    return model_type
+
+
+def load_eval_tokenizer(path: str, model_path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer at ``path``, checked against the mask id in ``model_path``'s config.json."""
+    try:
+        tokenizer = load_tokenizer(path)
+    except TokenizerLoadError as error:
+        raise EvalConfigError(
+            f"{error}; pass --tokenizer with the model's tokenizer folder or hub id"
+        ) from error
+    mask_id = _config_mask_id(model_path)
+    if tokenizer.mask_token_id != mask_id:
+        raise EvalConfigError(
+            f"the tokenizer's mask id {tokenizer.mask_token_id} is not the model's {mask_id}; "
+            "pass the model's own tokenizer (--tokenizer)"
+        )
+    return tokenizer
+
+
+def _config_mask_id(path: str) -> int | None:
+    try:
+        return load_config(path).mask_token_id
+    except (OSError, ValueError, TypeError) as error:
+        raise EvalConfigError(
+            f"{path}: config.json cannot be read as a model config ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]}); pass a FlexMDM or LLaDA checkpoint folder"
+        ) from error
+
+
+def load_model(
+    path: str,
+    *,
+    method: str,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    fresh_retrofit: bool = False,
+    seed: int = 0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to evaluate and what the summary says about it.
+
+    A ``flexmdm`` checkpoint runs with either method. A ``llada`` checkpoint runs with the MDM sampler;
+    with ``method="flexmdm"`` only when ``fresh_retrofit`` asks for an untrained retrofit of it (new
+    modules from ``seed``): useful for smoke tests and demos, not for results.
+
+    Raises:
+        FileNotFoundError / EvalConfigError: as :func:`check_model`, or a checkpoint whose weights cannot
+            be loaded (:class:`~flexretrofit.models.CheckpointError`, one line naming the file).
+    """
+    model_type = check_model(path, method=method, fresh_retrofit=fresh_retrofit)
+    try:
+        model = load_pretrained(path, dtype=dtype)
+    except CheckpointError as error:  # a missing config field, a truncated shard, keys that do not match
+        raise EvalConfigError(str(error)) from None
+    retrofitted = needs_retrofit(model_type, method)
+    if retrofitted:
+        torch.manual_seed(seed)
+        model = FlexMDMForMaskedDiffusion.from_llada(model)
+    model = model.to(device).eval()
+    info = {
+        "path": str(path),
+        "resolved_path": str(Path(path).resolve()) if Path(path).exists() else None,
+        "model_type": model_type,
+        "evaluated_as": type(model).__name__,
+        "fresh_retrofit": retrofitted,
+        "dtype": str(dtype).removeprefix("torch."),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return model, info
+
+
+# ------------------------------------------------------------------------------------------------
+# processes: which slice of the task this process runs, and what the summary records about the machine
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcessLayout:
+    """Which slice this process runs and who merges. ``barrier`` is None for independent jobs."""
+
+    rank: int
+    world_size: int
+    is_merger: bool
+    device: torch.device
+    barrier: Callable[[], None] | None
+
+
+def process_layout(settings: Mapping[str, Any]) -> ProcessLayout:
+    """Explicit shards (``--num-shards``/``--shard-index``: independent jobs, no barrier, the job that
+    finds every row present merges) or Accelerate's processes (the main process merges after a barrier);
+    a plain ``python`` run is one process of one. ``settings`` are already checked (:mod:`.settings`)."""
+    if settings["num_shards"] is not None:
+        world, rank = settings["num_shards"], settings["shard_index"]
+        device = torch.device(settings["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return ProcessLayout(rank, world, True, device, None)
+    from accelerate import PartialState
+
+    distributed_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    state = PartialState(backend="gloo") if distributed_cpu else PartialState()
+    device = torch.device(settings["device"]) if settings["device"] else state.device
+    barrier = state.wait_for_everyone if state.num_processes > 1 else None
+    return ProcessLayout(state.process_index, state.num_processes, state.is_main_process, device, barrier)
+
+
+def environment_info(layout: ProcessLayout) -> dict[str, Any]:
+    """Versions, device and process count, for the summary."""
+    import transformers
+
+    from flexretrofit import __version__
+
+    return {
+        "flexretrofit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": str(layout.device),
+        "device_name": torch.cuda.get_device_name(layout.device)
+        if layout.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "num_processes": layout.world_size,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":

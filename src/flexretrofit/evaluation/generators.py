@@ -26,9 +26,6 @@ from flexretrofit.evaluation.tasks.humaneval_infill import (
     INFILL_LAYOUTS,
     infill_prompt_ids,
 )
-from flexretrofit.evaluation.tasks.humaneval_infill import (
-    layout_marker_ids as boundary_token_ids,  # its old name
-)
 from flexretrofit.methods import METHODS
 from flexretrofit.models.auto import MODEL_CLASSES, default_method, needs_retrofit
 from flexretrofit.sampling import GenerationOutput, build_generation_config
@@ -43,7 +40,6 @@ __all__ = [
     "SAMPLERS",
     "PromptIds",
     "SamplerGenerator",
-    "boundary_token_ids",
     "build_generation_config",
     "completions_from_output",
     "generation_settings",

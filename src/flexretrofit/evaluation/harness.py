@@ -11,9 +11,9 @@ One run of a benchmark over ``output_dir``:
 ``run_config.json`` pins what the rows depend on (model, sampler settings, prompts, seed); a rerun
 with other settings into the same folder is refused instead of mixing two runs' rows.
 
-A task (:class:`flexretrofit.evaluation.tasks.Task`: ``GSM8KTask``, ``HumanEvalInfillTask``) owns its items,
-its prompts and how a generation is scored; the harness knows none of that. Prompts the model cannot take (longer than the
-sampler's limit) get a row with ``skipped = "prompt_too_long"`` that counts as wrong.
+A task (:class:`flexretrofit.evaluation.tasks.Task`: ``GSM8KTask``, ``HumanEvalInfillTask``) owns its
+items, its prompts and how a generation is scored; the harness knows none of that. Prompts the model
+cannot take (longer than the sampler's limit) get a row with ``skipped = "prompt_too_long"`` that counts as wrong.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from flexretrofit.evaluation.stats import total_variation_distance
 from flexretrofit.evaluation.tasks.base import EvalItem
 from flexretrofit.evaluation.tasks.base import Task as Benchmark
 from flexretrofit.methods import method_name
+from flexretrofit.utils import check_rank
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ def shard_path(output_dir: str | os.PathLike, rank: int, world_size: int) -> Pat
 
 def shard_items(items: Sequence[EvalItem], rank: int, world_size: int) -> list[EvalItem]:
     """The items of process ``rank`` of ``world_size``: every ``world_size``-th by index."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    check_rank(rank, world_size)
     return [item for item in items if item.index % world_size == rank]
 
 

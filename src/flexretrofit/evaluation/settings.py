@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from flexretrofit.evaluation.generators import PER_CALL_FIELDS, tokens_to_ids
 from flexretrofit.evaluation.tasks import TASKS, task_class
-from flexretrofit.evaluation.tasks.base import EvalConfigError, Option, int_or_none
+from flexretrofit.evaluation.tasks.base import EvalConfigError, Option, int_or_none, switch
 from flexretrofit.methods import METHODS, OLD_SPELLINGS
 from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling import build_generation_config
@@ -62,12 +62,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "preset", None, "named sampler settings (published: method doc, section 7)", choices=tuple(PRESETS)
     ),
-    Option(
+    switch(
         "fresh_retrofit",
         False,
         "with --method flexmdm and a LLaDA model: evaluate a fresh, untrained retrofit (demo only)",
-        type=None,
-        flag=True,
     ),
     Option("output_dir", None, "results folder (default: runs/eval/<benchmark>-<method>)"),
     Option(
@@ -90,14 +88,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
         minimum=1,
     ),
     Option("shard_index", None, "which of --num-shards this job runs (0-based)", type=int_or_none, minimum=0),
-    Option(
+    switch(
         "merge_only",
         False,
         "only merge the shard results and write the summary (refused, naming the shards, while rows are missing)",
-        type=None,
-        flag=True,
     ),
-    Option("progress", True, "show a progress bar", type=None, flag=True),
+    switch("progress", True, "show a progress bar"),
 )
 SAMPLER_OPTIONS: tuple[Option, ...] = (
     # defaults per task and method: each task's generation_defaults
@@ -119,9 +115,7 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         choices=("top_prob", "prob_diff", "entropy", "position"),
         scope="flexmdm",
     ),
-    Option(
-        "sliding_window", False, "rank only a left window of MASKs", type=None, flag=True, scope="flexmdm"
-    ),
+    switch("sliding_window", False, "rank only a left window of MASKs", scope="flexmdm"),
     Option(
         "window_scale",
         15.0,

@@ -1,4 +1,5 @@
-"""The sandbox (standard library only): judge untrusted Python programs (model-written code) with trusted tests, across a process boundary.
+"""The sandbox (standard library only): judge untrusted Python programs (model-written code) with
+trusted tests, across a process boundary.
 
 :func:`run_tests` runs one :class:`TestProgram` in a fresh ``python -I -S`` judge process
 (:mod:`.judge`), which forks an isolated candidate process (:mod:`.isolation`):

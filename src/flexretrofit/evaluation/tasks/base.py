@@ -64,6 +64,11 @@ class Option:
         return self.spellings.get(value, value) if self.spellings else value
 
 
+def switch(name: str, default: bool, help: str, **fields: Any) -> Option:
+    """A true/false setting: the flags ``--name`` / ``--no-name``, a YAML boolean."""
+    return Option(name, default, help, type=None, flag=True, **fields)
+
+
 @dataclass(frozen=True)
 class EvalItem:
     """One row to produce. ``index``: position in the task's full item list (orders the merged rows, picks

@@ -35,7 +35,15 @@ from flexretrofit.evaluation.jsonl import InputFileError, read_jsonl, require_fi
 from flexretrofit.evaluation.runner import Generation, PromptIds
 from flexretrofit.evaluation.sandbox import MAX_TIMEOUT_S, SandboxConfig, SandboxResult, TestProgram, run_many
 from flexretrofit.evaluation.stats import summarize_pass_at_k
-from flexretrofit.evaluation.tasks.base import EvalConfigError, EvalItem, MethodSettings, Option, Task, encode
+from flexretrofit.evaluation.tasks.base import (
+    EvalConfigError,
+    EvalItem,
+    MethodSettings,
+    Option,
+    Task,
+    encode,
+    switch,
+)
 
 # variant -> official file name (openai/human-eval-infilling, data/).
 TASK_FILES = {
@@ -224,14 +232,12 @@ class HumanEvalInfillTask(Task):
             choices=INFILL_LAYOUTS,
         ),
         Option("instruction", DEFAULT_INFILL_INSTRUCTION, "instruction before the code (boundary layout)"),
-        Option(
+        switch(
             "chat_template",
             False,
             "put the instruction in a chat user turn (as the format's use_chat_template)",
-            type=None,
-            flag=True,
         ),
-        Option("ensure_newline", False, "append a missing final newline to a middle", type=None, flag=True),
+        switch("ensure_newline", False, "append a missing final newline to a middle"),
         Option(
             "sandbox_timeout",
             10.0,
