@@ -382,7 +382,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
 
 
 def test_a_full_disk_at_the_export_is_one_line(trained, tmp_path, monkeypatch):
-    import flexretrofit.training.trainer as trainer_module
+    import flexretrofit.training.export as export_module
 
     trainer, _ = trained
 
@@ -390,7 +390,7 @@ def test_a_full_disk_at_the_export_is_one_line(trained, tmp_path, monkeypatch):
         Path(f"{target}.tmp").mkdir(parents=True)
         raise OSError(errno.ENOSPC, FULL_DISK)
 
-    monkeypatch.setattr(trainer_module, "export_model", export_on_a_full_disk)
+    monkeypatch.setattr(export_module, "export_model", export_on_a_full_disk)
     with pytest.raises(
         CheckpointWriteError, match=rf"could not write the export to .*final: {FULL_DISK}; free"
     ):

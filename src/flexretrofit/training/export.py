@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from peft import AutoPeftModelForFeatureExtraction, PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedTokenizerBase
@@ -41,7 +42,10 @@ from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion
 from flexretrofit.models.lora import NEW_MODULES
 from flexretrofit.sampling.config import load_generation_config
 from flexretrofit.training.builders import base_model
+from flexretrofit.training.checkpointing import CheckpointWriteError
+from flexretrofit.training.config import RecipeConfig
 from flexretrofit.training.methods import training_method
+from flexretrofit.training.model_card import model_card as build_model_card
 
 NEW_MODULES_FILE = "flexmdm_modules.safetensors"
 FLEXMDM_CONFIG_FILE = "flexmdm_config.json"
@@ -134,6 +138,43 @@ def export_model(
         _replace_folder(tmp, export_dir)
     accelerator.wait_for_everyone()
     return export_dir
+
+
+def export_run(
+    accelerator: Accelerator,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None,
+    config: RecipeConfig,
+    step: int,
+    export_dir: Path,
+) -> Path:
+    """The final folder of a run after ``step`` optimizer steps (collective): :func:`export_model` as the
+    ``export`` section says, over ``model.init_from``, with the model card.
+
+    Raises:
+        CheckpointWriteError: the folder could not be written (a full disk); the partial folder is removed.
+    """
+    export = config.export
+    dtype = getattr(torch, export.dtype) if export.dtype else None
+    model_config = base_model(accelerator.unwrap_model(model)).config.to_dict()
+    card = build_model_card(config, step, export.lora, model_config)
+    try:
+        return export_model(
+            accelerator,
+            model,
+            tokenizer,
+            export_dir,
+            export.lora,
+            dtype,
+            base_model_name_or_path=config.model.init_from,
+            model_card=card,
+        )
+    except (OSError, SafetensorError) as error:
+        # The export is written to <export_dir>.tmp and renamed: the partial folder is only in the way.
+        shutil.rmtree(export_dir.with_name(export_dir.name + ".tmp"), ignore_errors=True)
+        raise CheckpointWriteError.from_error(
+            export_dir, error, config.train.output_dir, "the export"
+        ) from error
 
 
 def _replace_folder(source: Path, target: Path) -> None:

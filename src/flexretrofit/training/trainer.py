@@ -27,7 +27,6 @@ process waiting for the micro-batch that drew the largest times.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +36,6 @@ import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
-from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -46,17 +44,16 @@ from flexretrofit.data.balancing import MicroBatchCost, balance_micro_batches
 from flexretrofit.run_lock import OutputDirBusy, lock_output_dir
 from flexretrofit.training.builders import base_model, build_optimizer, build_scheduler
 from flexretrofit.training.checkpointing import (
-    CheckpointWriteError,
     load_checkpoint,
     resolve_resume,
     save_checkpoint,
 )
-from flexretrofit.training.config import ConfigError, RecipeConfig
-from flexretrofit.training.export import export_model
+from flexretrofit.training.config import RecipeConfig
+from flexretrofit.training.export import export_run
 from flexretrofit.training.methods import training_method
 from flexretrofit.training.metrics import MetricsLogger
-from flexretrofit.training.model_card import model_card
 from flexretrofit.training.progress import ProgressBar, flat_config
+from flexretrofit.training.resume import check_batch_layout, load_sampler_state, sampler_state, trainer_state
 from flexretrofit.training.validation import batch_layout, check_output_dir, micro_batch_token_cap
 from flexretrofit.utils import derive_seed
 
@@ -421,15 +418,9 @@ class Trainer:
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides weights, optimizer and RNG that exact resume needs (collective when streaming)."""
-        return {
-            "step": self.step,
-            "scheduler": _jsonable(self.scheduler.state_dict()),
-            "sampler": self._sampler_state(),
-            "world_size": self.world_size,
-            "micro_batch_size": self.micro_batch_size,
-            "gradient_accumulation_steps": self.accumulation,
-            "config": self.config.to_dict(),
-        }
+        layout = (self.world_size, self.micro_batch_size, self.accumulation)
+        sampler = sampler_state(self.sampler, self.streaming)
+        return trainer_state(self.step, self.scheduler, sampler, *layout, self.config.to_dict())
 
     def save(self) -> Path:
         """Checkpoint the current step (collective)."""
@@ -445,18 +436,11 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(self.accelerator, path, self.config.train.max_steps)
-        if state["world_size"] * state["micro_batch_size"] * state["gradient_accumulation_steps"] != (
-            self.config.train.global_batch_size
+        check_batch_layout(state, path, self.config.train.global_batch_size)
+        if (state["world_size"], state["gradient_accumulation_steps"]) != (
+            self.world_size,
+            self.accumulation,
         ):
-            raise ConfigError(
-                f"checkpoint {path} was trained with a different global batch size; resume with "
-                f"train.global_batch_size={state['world_size'] * state['micro_batch_size'] * state['gradient_accumulation_steps']}."
-            )
-        if (
-            state["world_size"] != self.world_size
-            or state["gradient_accumulation_steps"] != self.accumulation
-        ):
-            # The slot layout is the same, so the data and noise are too; only float summation order differs.
             self.logger.log(
                 "warning", step=state["step"], message="resuming with another process/accumulation split"
             )
@@ -464,64 +448,26 @@ class Trainer:
         # The optimizer state restored the learning rates already; setting them keeps every backend in sync.
         for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = lr
-        self._load_sampler_state(state["sampler"], path)
+        load_sampler_state(
+            self.sampler,
+            state["sampler"],
+            path,
+            streaming=self.streaming,
+            world_size=self.world_size,
+            rank=self.rank,
+        )
         self.step = int(state["step"])
         self.logger.log("resume", step=self.step, path=str(path))
-
-    def _sampler_state(self) -> dict[str, Any]:
-        if not self.streaming:
-            return self.sampler.state_dict()  # the same on every rank
-        # Every rank reads its own share of the stream: keep each rank's position (collective gather).
-        return {"per_rank": gather_object([self.sampler.state_dict()])}
-
-    def _load_sampler_state(self, state: dict[str, Any], path: Path) -> None:
-        per_rank = state.get("per_rank")
-        if self.streaming != (per_rank is not None):
-            raise ConfigError(
-                f"checkpoint {path} was trained {'with' if per_rank is not None else 'without'} data.streaming; "
-                "resume with the same data.streaming setting."
-            )
-        if per_rank is None:
-            try:
-                self.sampler.load_state_dict(state)
-            except (ValueError, KeyError, TypeError) as error:
-                raise ConfigError(
-                    f"checkpoint {path}: its sampler state does not fit this run ({error})."
-                ) from None
-            return
-        if len(per_rank) != self.world_size:
-            raise ConfigError(
-                f"checkpoint {path} streamed its data over {len(per_rank)} processes, this run has "
-                f"{self.world_size}; a streamed run resumes with the same number of processes."
-            )
-        self.sampler.load_state_dict(per_rank[self.rank])
 
     def export(self, export_dir: str | Path | None = None) -> Path:
         """Write the final model folder (``export.dir``, default ``<output_dir>/final``); collective."""
         export = self.config.export
         target = Path(export_dir or export.dir or self.output_dir / "final")
-        dtype = getattr(torch, export.dtype) if export.dtype else None
         unwrapped = self.accelerator.unwrap_model(self.model)
         # Under ZeRO-3 a rank holds only its shard (others are empty): each rank checks what it has.
         broken = sorted(n for n, p in unwrapped.named_parameters() if not bool(torch.isfinite(p).all()))
         self._stop_if_not_finite(torch.tensor(float("nan") if broken else 0.0), f"weight {broken[:1]}")
-        model_config = base_model(unwrapped).config.to_dict()
-        card = model_card(self.config, self.step, export.lora, model_config)
-        try:
-            path = export_model(
-                self.accelerator,
-                self.model,
-                self.tokenizer,
-                target,
-                export.lora,
-                dtype,
-                base_model_name_or_path=self.config.model.init_from,
-                model_card=card,
-            )
-        except (OSError, SafetensorError) as error:
-            # The export is written to <target>.tmp and renamed: the partial folder is only in the way.
-            shutil.rmtree(target.with_name(target.name + ".tmp"), ignore_errors=True)
-            raise CheckpointWriteError.from_error(target, error, self.output_dir, "the export") from error
+        path = export_run(self.accelerator, self.model, self.tokenizer, self.config, self.step, target)
         self.logger.log("export", step=self.step, path=str(path), lora=export.lora)
         return path
 
@@ -538,16 +484,3 @@ def _rows(dataset, indices) -> list[dict[str, list]]:
         {"input_ids": ids, "prompt_mask": mask}
         for ids, mask in zip(columns["input_ids"], columns["prompt_mask"])
     ]
-
-
-def _jsonable(value: Any) -> Any:
-    """Scheduler state as JSON: numbers and lists pass, anything else (a callable) becomes None."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return None
