@@ -26,7 +26,6 @@ from flexretrofit.evaluation.tasks.humaneval_infill import (
     INFILL_LAYOUTS,
     infill_prompt_ids,
 )
-from flexretrofit.methods import METHODS
 from flexretrofit.models.auto import MODEL_CLASSES, default_method, needs_retrofit
 from flexretrofit.sampling import GenerationOutput, build_generation_config
 from flexretrofit.sampling.methods import SAMPLING_METHODS, GenerationConfig, sampling_method
@@ -37,7 +36,6 @@ __all__ = [
     "GSM8K_PROMPT_STYLES",
     "INFILL_LAYOUTS",
     "PER_CALL_FIELDS",
-    "SAMPLERS",
     "PromptIds",
     "SamplerGenerator",
     "build_generation_config",
@@ -48,7 +46,6 @@ __all__ = [
     "tokens_to_ids",
 ]
 
-SAMPLERS = METHODS  # its old name: the methods a generator can sample with
 # Per-row bookkeeping the harness sets; never part of the recorded settings.
 PER_CALL_FIELDS = ("row_seeds", "return_trace")
 
