@@ -49,26 +49,26 @@ smoke-instruct: $(STAMP) smoke-retrofit
 
 ## Evaluations (eval/gsm8k.py, eval/humaneval_infill.py; `--help` lists every setting):
 ##   make eval-gsm8k MODEL=runs/instruct_gsm8k_8b/final PRESET=published
-##   make eval-infill MODEL=runs/instruct_infill_8b/final SAMPLER=mdm VARIANT=multi_line
+##   make eval-infill MODEL=runs/instruct_infill_8b/final METHOD=mdm VARIANT=multi_line
 ## Variables: MODEL, DATA (default: the shipped GSM8K test split; a JSONL path, or `hub` for openai/gsm8k),
-## SAMPLER=flex|mdm, STEPS,
+## METHOD=flexmdm|mdm (SAMPLER=flex|mdm, the old name, still works), STEPS,
 ## LIMIT, OUT, PRESET, VARIANT, EVAL_ARGS (more flags), EVAL_THREADS (OMP_NUM_THREADS). Without MODEL
-## they run on EMBEDDED_MODEL (a fresh retrofit of it for SAMPLER=flex) with LIMIT=16, STEPS=16 and one
+## they run on EMBEDDED_MODEL (a fresh retrofit of it for METHOD=flexmdm) with LIMIT=16, STEPS=16 and one
 ## thread: a smoke run of seconds, not a result. EMBEDDED_MODEL is the tiny random LLaDA built on first use,
 ## not the shipped maze MDM (src/flexretrofit/assets/maze_mdm): that one knows only mazes, and its
 ## 128-token window cannot hold a GSM8K or HumanEval prompt plus an answer.
 EMBEDDED_MODEL ?= $(TINY)/llada
-SAMPLER ?= flex
+METHOD ?= $(or $(SAMPLER),flexmdm)
 VARIANT ?= single_line
 EVAL_STEPS = $(or $(STEPS),$(if $(or $(MODEL),$(PRESET)),,16))
 EVAL_LIMIT = $(or $(LIMIT),$(if $(MODEL),,16))
-EVAL_FLAGS = $(if $(MODEL),--model $(MODEL),--model $(EMBEDDED_MODEL) --fresh-retrofit) --sampler $(SAMPLER) \
+EVAL_FLAGS = $(if $(MODEL),--model $(MODEL),--model $(EMBEDDED_MODEL) --fresh-retrofit) --method $(METHOD) \
 	$(if $(EVAL_STEPS),--steps $(EVAL_STEPS)) $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) \
 	$(if $(PRESET),--preset $(PRESET)) $(EVAL_ARGS)
 # The tiny model gains nothing from intra-op threads, and on a busy 2-core machine they cost 30x.
 EVAL_THREADS ?= $(if $(MODEL),,1)
 EVAL_ENV = $(if $(EVAL_THREADS),OMP_NUM_THREADS=$(EVAL_THREADS))
-EVAL_OUT = runs/eval/$(if $(MODEL),,tiny-)$(1)-$(SAMPLER)$(if $(PRESET),-$(PRESET))$(if $(EVAL_STEPS),-s$(EVAL_STEPS))
+EVAL_OUT = runs/eval/$(if $(MODEL),,tiny-)$(1)-$(METHOD)$(if $(PRESET),-$(PRESET))$(if $(EVAL_STEPS),-s$(EVAL_STEPS))
 
 $(TINY)/llada/config.json: | $(STAMP)
 	$(BIN)/python -m flexretrofit.testing_cli tiny-checkpoint $(TINY)/llada

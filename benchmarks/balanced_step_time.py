@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def write_inputs(work: Path, args: argparse.Namespace) -> Path:
-    """The checkpoint, a corpus of long documents, the accelerate config and the recipe config under ``work``;
+    """The checkpoint, a corpus of long documents and the recipe config under ``work``;
     returns the recipe config's path."""
     from flexretrofit.testing import build_tiny_tokenizer, tiny_llada, write_published_checkpoint
     from flexretrofit.testing_cli import tiny_corpus
@@ -108,10 +108,23 @@ def step_times(work: Path, config: Path, balance: str, run: int) -> list[float]:
     out = work / f"{balance}_{run}"
     # torchrun, not `accelerate launch`: accelerate's launcher starts a single process for a CPU config
     # (it needs MPI for several); under torchrun with ACCELERATE_USE_CPU Accelerate picks MULTI_CPU over gloo.
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
     command += [str(REPO / "recipes" / "retrofit_llada.py"), "--config", str(config)]
     command += [f"data.balance={balance}", f"train.output_dir={out}", "export.dir=" + str(out / "final")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO / "src")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": str(REPO / "src"),
+    }
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"the {balance} run failed:\n{result.stderr[-3000:]}")

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 from flexretrofit.maze.instances import TOKENIZER_TEXT
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM
-from flexretrofit.models.tokenizer import prepare_tokenizer
+from flexretrofit.tokenizer import prepare_tokenizer
 
 SPECIAL_TOKENS = {
     "bos_token": "<|startoftext|>",

@@ -29,7 +29,7 @@ from flexretrofit.evaluation.tasks.humaneval_infill import (
 from flexretrofit.models.auto import MODEL_CLASSES, default_method, needs_retrofit
 from flexretrofit.sampling import GenerationOutput, build_generation_config
 from flexretrofit.sampling.methods import SAMPLING_METHODS, GenerationConfig, sampling_method
-from flexretrofit.sampling.sequences import has_insertion_head
+from flexretrofit.sampling.sequences import canvas_limit
 
 __all__ = [
     "DEFAULT_INFILL_INSTRUCTION",
@@ -139,10 +139,7 @@ class SamplerGenerator:
         the config's cap on the whole sequence (``max_length``) or the model's window, less the
         response length the config reserves (``gen_length``), as the config's fields say."""
         config, fields = self.generation_config, self.generation_config.sampler_fields
-        model_config = self.model.config
-        window = (
-            model_config.max_length if has_insertion_head(self.model) else model_config.max_sequence_length
-        )
+        window = canvas_limit(self.model)
         cap = config.max_length if "max_length" in fields and config.max_length is not None else window
         reserved = config.gen_length if "gen_length" in fields else 0
         return int(cap) - int(reserved)

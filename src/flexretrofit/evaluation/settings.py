@@ -28,10 +28,10 @@ from flexretrofit.evaluation.generators import PER_CALL_FIELDS, tokens_to_ids
 from flexretrofit.evaluation.tasks import TASKS, task_class
 from flexretrofit.evaluation.tasks.base import EvalConfigError, Option, int_or_none, switch
 from flexretrofit.methods import METHODS, OLD_SPELLINGS
-from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling import build_generation_config
 from flexretrofit.sampling.config import MAX_STEPS
 from flexretrofit.sampling.methods import sampling_method
+from flexretrofit.tokenizer import stop_token_ids
 
 GSM8K = "gsm8k"
 INFILL = "humaneval_infill"

@@ -5,7 +5,7 @@ from flexretrofit.models.auto import MODEL_CLASSES, load_pretrained, resolve_dty
 from flexretrofit.models.checkpoint import CheckpointError, read_model_type
 from flexretrofit.models.flexmdm import FlexMDMConfig, FlexMDMForMaskedDiffusion, FlexMDMOutput
 from flexretrofit.models.llada import LLaDAConfig, LLaDAModelLM, LLaDAOutput
-from flexretrofit.models.tokenizer import TokenizerLoadError, load_tokenizer, prepare_tokenizer
+from flexretrofit.tokenizer import TokenizerLoadError, load_tokenizer, prepare_tokenizer
 
 __all__ = [
     "MODEL_CLASSES",

@@ -37,6 +37,7 @@ from flexretrofit.sampling.sequences import (
     GenerationOutput,
     GenerationStep,
     TokenRows,
+    canvas_limit,
     check_rows_have_tokens,
     check_token_ids,
     compact_rows,
@@ -104,13 +105,6 @@ def infill_mdm(
     return output
 
 
-def _length_limit(model: nn.Module) -> int:
-    """Positions of the canvas: a FlexMDM's ``max_length`` (its backbone keeps one for the end slot), else
-    the backbone's ``max_sequence_length``."""
-    config = model.config
-    return int(config.max_length if has_insertion_head(model) else config.max_sequence_length)
-
-
 def _ids_list(value) -> list[int]:
     if value is None:
         return []
@@ -143,7 +137,7 @@ def _sample(
     device = model_device(model)
     mask_id, pad_id = model_config.mask_token_id, model_config.pad_token_id
     gen_length, block_length = config.gen_length, config.block_length
-    limit = _length_limit(model)
+    limit = canvas_limit(model)
     batch = len(prefixes)
     if batch == 0:
         return empty_output(device, config.return_trace)

@@ -236,3 +236,10 @@ def check_token_ids(rows: Sequence[Tensor], model_config) -> None:
         f"row {row} holds token id {int(ids[first])}, outside the model's vocabulary [0, {vocab}); pass ids "
         "from the model's own tokenizer."
     )
+
+
+def canvas_limit(model: nn.Module) -> int:
+    """Positions a sampler may fill: a FlexMDM's ``max_length`` (its backbone keeps one for the end slot),
+    else the backbone's ``max_sequence_length``."""
+    config = model.config
+    return int(config.max_length if has_insertion_head(model) else config.max_sequence_length)

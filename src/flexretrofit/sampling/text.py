@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from flexretrofit.models.tokenizer import stop_token_ids
 from flexretrofit.sampling.methods import GenerationConfig, SamplingMethod, sampling_method_of
+from flexretrofit.tokenizer import stop_token_ids
 
 
 def _encode(

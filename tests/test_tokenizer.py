@@ -7,8 +7,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from flexretrofit.models.tokenizer import MASK_TOKEN, load_tokenizer, stop_token_ids
 from flexretrofit.testing import build_tiny_tokenizer
+from flexretrofit.tokenizer import MASK_TOKEN, load_tokenizer, stop_token_ids
 
 
 def test_mask_token_is_restored_when_the_files_lack_it(tmp_path):
@@ -66,3 +66,21 @@ def test_stop_tokens_are_eos_and_end_of_turn_when_the_vocabulary_has_it():
     base_vocab = {token: i for token, i in vocab.items() if token != "<|eot_id|>"}  # a base model's
     base = SimpleNamespace(eos_token_id=tokenizer.eos_token_id, get_vocab=lambda: base_vocab)
     assert stop_token_ids(base) == [tokenizer.eos_token_id]
+
+
+def test_the_old_import_path_names_the_same_objects():
+    import flexretrofit.models.tokenizer as old
+    import flexretrofit.tokenizer as new
+
+    for name in (
+        "MASK_TOKEN",
+        "END_OF_TURN",
+        "CHAT_TEMPLATE",
+        "load_tokenizer",
+        "prepare_tokenizer",
+        "stop_token_ids",
+    ):
+        assert getattr(old, name) is getattr(new, name)
+    from flexretrofit.models import load_tokenizer
+
+    assert load_tokenizer is new.load_tokenizer
