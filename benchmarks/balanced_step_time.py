@@ -1,6 +1,7 @@
 """Step wall time with data.balance=tokens vs the fixed layout: the real recipe on 2 gloo processes (DDP).
 
-    python benchmarks/balanced_step_time.py             # ~5 minutes on 2 CPU cores; run on a quiet machine
+    python benchmarks/balanced_step_time.py             # ~6 minutes on 2 CPU cores; run on a quiet machine
+    python benchmarks/balanced_step_time.py --steps 10 --repeats 6   # the docs/gpu_projection.md row (~13 min)
 
 Both arms run ``recipes/retrofit_llada.py`` on the same tiny-vocabulary LLaDA, wide enough that compute
 dominates (``--d-model 512 --layers 4``), on the same corpus of long documents (almost every chunk is
