@@ -80,8 +80,12 @@ def run(argv: list[str] | None) -> None:
             "or retrofit and train it first (recipes/retrofit_llada.py)"
         )
     config_class = method.config_class
-    try:  # names and values (with the saved generation_config.json) are checked before the model loads
-        resolve_generation_config(load_generation_config(args.model, config_class), config_class, fields)
+    # The saved generation_config.json holds the model's own sampler's settings; another method starts from
+    # its defaults. Names and values are checked before the model loads.
+    own = method.name == default_method(model_type)
+    try:
+        saved = load_generation_config(args.model, config_class) if own else None
+        resolve_generation_config(saved, config_class, fields)
     except ValueError as error:
         raise UsageError(str(error)) from None
 

@@ -61,9 +61,9 @@ def test_generates_from_a_flexmdm_folder_with_config_overrides(flex_folder, caps
     assert len(lengths) == 2 and all(0 <= n <= 40 for n in lengths)
 
 
-def test_the_saved_generation_config_is_the_default(flex_folder, capsys):
-    recipe = load_recipe()
-    used = []
+def recording_recipe():
+    """The recipe module with its sampling table wrapped: every config a sampler is called with lands in ``used``."""
+    recipe, used = load_recipe(), []
 
     def recording_table(method, **kwargs):
         row = sampling_method(method, **kwargs)
@@ -75,10 +75,49 @@ def test_the_saved_generation_config_is_the_default(flex_folder, capsys):
         return dataclasses.replace(row, generate=recording_sampler)
 
     recipe.sampling_method = recording_table
+    return recipe, used
+
+
+def test_the_saved_generation_config_is_the_default(flex_folder, capsys):
+    recipe, used = recording_recipe()
     recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5"])
     recipe.main(["--model", str(flex_folder), "--prompt", "maze 5x5", "--steps", "3", "max_length=30"])
     assert (used[0].steps, used[0].confidence, used[0].max_length) == (5, "entropy", 48)
     assert (used[1].steps, used[1].confidence, used[1].max_length) == (3, "entropy", 30)
+
+
+def test_another_method_starts_from_its_own_defaults_not_the_saved_config(tmp_path, capsys):
+    # A FlexMDM's saved generation_config.json belongs to its own sampler: --method mdm must not read the
+    # fields both samplers have (steps, temperature, seed) as the MDM's, but start from the MDM defaults.
+    tokenizer = build_tiny_tokenizer()
+    model = tiny_flexmdm(tokenizer, seed=0)
+    model.generation_config = FlexGenerationConfig(steps=200, temperature=0.7, seed=11)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    recipe, used = recording_recipe()
+    recipe.main(
+        [
+            "--model",
+            str(tmp_path),
+            "--prompt",
+            "hello",
+            "--method",
+            "mdm",
+            "--steps",
+            "8",
+            "gen_length=8",
+            "block_length=8",
+        ]
+    )
+    defaults = MDMGenerationConfig()
+    assert isinstance(used[0], MDMGenerationConfig)
+    assert (used[0].temperature, used[0].seed) == (defaults.temperature, defaults.seed) != (0.7, 11)
+    assert (used[0].steps, used[0].gen_length) == (8, 8)
+    assert capsys.readouterr().out.rstrip().endswith("tokens")
+    # Without --steps the saved steps=200 would have been refused (more steps than gen_length); now the
+    # MDM's own default applies.
+    recipe.main(["--model", str(tmp_path), "--prompt", "hello", "--method", "mdm"])
+    assert used[1].steps == defaults.steps
 
 
 def test_llada_folder_uses_the_mdm_sampler(llada_folder, capsys):
