@@ -2,7 +2,7 @@
 test mazes, write the row (success with 95% intervals, exact-length share, length TV, wall time, forward
 passes per answer).
 
-    python benchmarks/maze_ablation.py NAME [--arm flexmdm|mdm] [--train key=value ...] [--flex key=value ...]
+    python benchmarks/maze_ablation.py NAME [--arm flexmdm|mdm] [--train key=value ...] [--flexmdm key=value ...]
         [--recipe-config FILE] [--no-hints] [--export DIR]
 
 Every row shares the demo's data and test mazes (runs/maze_ablation/data). Rows land in
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--arm", default="flexmdm", choices=METHODS)
     parser.add_argument("--train", nargs="*", default=[], help="recipe overrides (key=value)")
-    parser.add_argument("--flex", nargs="*", default=[], help="sampler options for generate_flex (key=value)")
+    parser.add_argument(  # --flex: the older spelling
+        "--flexmdm", "--flex", nargs="*", default=[], help="sampler options for generate_flex (key=value)"
+    )
     parser.add_argument("--mdm", nargs="*", default=[], help="sampler options for generate_mdm (key=value)")
     parser.add_argument("--init", default=None, help="checkpoint to start from (default: the shipped MDM)")
     parser.add_argument(
@@ -117,9 +119,8 @@ def main() -> None:
     tokenizer = load_tokenizer(final)
     parse = lambda items: {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}  # noqa: E731
     model = load_model(args.arm, final)
-    # The arm's sampler options: the demo's evaluation.<key>, then --<key> k=v (--flex or --mdm).
-    key = method.settings_key
-    options = {**getattr(settings.evaluation, key), **parse(getattr(args, key))}
+    # The arm's sampler options: the demo's evaluation.<arm>, then --<arm> k=v (--flexmdm or --mdm).
+    options = {**getattr(settings.evaluation, args.arm), **parse(getattr(args, args.arm))}
     solve = solver(args.arm, model, tokenizer, canvas, options, show_hints=not args.no_hints)
     passes = method.forward_passes(options)
     if args.oracle_length:

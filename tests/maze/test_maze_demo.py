@@ -232,7 +232,7 @@ def test_settings_reject_unknown_keys(tmp_path):
         ("evaluation", "batch_size: 0", "evaluation.batch_size must be an integer >= 1"),
         ("task", "hint_rate: 1.5", "task.hint_rate must be a number in"),
         ("task", "num_train: -1", "task.num_train must be an integer >= 0"),
-        ("evaluation", "flex: [1, 2]", "evaluation.flex must be a mapping"),
+        ("evaluation", "flexmdm: [1, 2]", "evaluation.flexmdm must be a mapping"),
     ],
 )
 def test_settings_refuse_values_that_cannot_be_right(tmp_path, section, line, message):
@@ -246,6 +246,38 @@ def test_settings_refuse_values_that_cannot_be_right(tmp_path, section, line, me
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         load_settings(tmp_path / "maze.yaml")
     assert "\n" not in str(error.value)
+
+
+def test_settings_read_the_old_method_keys(tmp_path):
+    text = (REPO / "recipes/configs/demo/maze.yaml").read_text()
+    old = text.replace("\n  flexmdm: {", "\n  flex: {").replace("\n  flexmdm_steps:", "\n  flex_steps:")
+    assert old != text and "flexmdm:" not in old.split("evaluation:")[1]
+    (tmp_path / "old.yaml").write_text(old)
+    assert load_settings(tmp_path / "old.yaml") == load_settings()
+    (tmp_path / "both.yaml").write_text(
+        text.replace("\n  flexmdm_steps:", "\n  flex_steps: 3\n  flexmdm_steps:")
+    )
+    with pytest.raises(ValueError, match="quick.flex_steps is the old name of quick.flexmdm_steps") as error:
+        load_settings(tmp_path / "both.yaml")
+    assert "\n" not in str(error.value)
+
+
+def test_a_work_dir_from_before_the_renamed_keys_continues(quick_run, settings):
+    work_dir, summary = quick_run
+    path = work_dir / "settings.json"
+    current = path.read_text()
+    saved = json.loads(current)
+    saved["settings"]["evaluation"]["flex"] = saved["settings"]["evaluation"].pop("flexmdm")
+    saved["settings"]["quick"]["flex_steps"] = saved["settings"]["quick"].pop("flexmdm_steps")
+    path.write_text(json.dumps(saved))
+    try:
+        resumed = run_comparison(settings, work_dir, quick=True, train=train)
+    finally:
+        path.write_text(current)
+    assert (
+        resumed["training"] == summary["training"]
+    )  # reused, not retrained: the settings were taken as the same
+    assert resumed["results"]["flexmdm"]["all"]["n"] == summary["results"]["flexmdm"]["all"]["n"]
 
 
 def test_settings_refuse_a_list_and_a_missing_required_key(tmp_path):

@@ -50,7 +50,7 @@ def test_the_table_has_one_row_per_method_and_reads_old_spellings():
     settings = load_settings()
     for name, row in MAZE_METHODS.items():
         assert row.name == name
-        assert isinstance(getattr(settings.evaluation, row.settings_key), dict)
+        assert isinstance(getattr(settings.evaluation, row.name), dict)
         assert hasattr(settings.compare, row.config_key)
     assert MAZE_METHODS["flexmdm"].forward_passes({"steps": 32}) == 32
     assert MAZE_METHODS["mdm"].forward_passes({}) == "canvas - prompt"

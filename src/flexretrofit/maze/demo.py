@@ -64,6 +64,7 @@ from flexretrofit.maze.settings import (
     quick_overrides,
     quick_task,
     repo_path,
+    with_current_keys,
 )
 from flexretrofit.models import LLaDAConfig, LLaDAModelLM, load_tokenizer
 from flexretrofit.training import load_config, read_log
@@ -147,7 +148,10 @@ def _check_work_dir(work_dir: Path, settings: dict[str, Any]) -> None:
     path = work_dir / "settings.json"
     wanted = json.loads(json.dumps(settings))
     if path.is_file():
-        if json.loads(path.read_text()) != wanted:
+        saved = json.loads(path.read_text())
+        for name, section in saved.get("settings", {}).items():  # a run from before the method's renamed keys
+            saved["settings"][name] = with_current_keys(name, section)
+        if saved != wanted:
             raise ValueError(
                 f"{work_dir} holds a demo run made with other settings; delete it or pass --work-dir to start anew."
             )
@@ -300,9 +304,9 @@ def run_comparison(
         )
     steps_override = quick_overrides(settings) if quick else []
     per_difficulty = settings.quick.num_test_per_difficulty if quick else evaluation.num_test_per_difficulty
-    options = {method: dict(getattr(evaluation, row.settings_key)) for method, row in MAZE_METHODS.items()}
+    options = {method: dict(getattr(evaluation, method)) for method in MAZE_METHODS}
     if quick:
-        options["flexmdm"]["steps"] = settings.quick.flex_steps
+        options["flexmdm"]["steps"] = settings.quick.flexmdm_steps
     canvas = task_record["canvas_length"]
     configs = _comparison_configs(settings, steps_override, canvas, root)
 

@@ -6,7 +6,7 @@ two tables: the method's sampler (:data:`flexretrofit.sampling.methods.SAMPLING_
 and its row of :data:`MAZE_METHODS`, which says how a batch of mazes is handed to that sampler::
 
     flexmdm  answers of model-chosen length, at most ``canvas`` tokens in all; subgoal mazes by anchored
-             infilling (prompt and given cells kept in place)        settings evaluation.flex, one data file
+             infilling (prompt and given cells kept in place)        settings evaluation.flexmdm, one data file
     mdm      LLaDA's fixed canvas: ``canvas - prompt`` MASKs per prompt length, cut at the first EOS
                                                                      settings evaluation.mdm, two-prompt data
 
@@ -140,8 +140,8 @@ class MazeMethod:
     """How the maze task runs one method.
 
     - ``answer``: one batch of mazes through the method's sampler (:data:`Answer`);
-    - ``settings_key``: the demo settings' ``evaluation.<key>`` holds the sampler options (and
-      ``benchmarks/maze_ablation.py`` takes them as ``--<key> k=v``);
+    - the demo settings' ``evaluation.<name>`` holds its sampler options (and ``benchmarks/maze_ablation.py``
+      takes them as ``--<name> k=v``);
     - ``config_key``: ``compare.<key>`` is the demo's training config for the method (None: not trained on);
     - ``two_prompt_data``: on subgoal mazes it trains on every maze twice, with and without the hints in
       its prompt (``<split>_mdm.jsonl``), since it runs with and without them;
@@ -150,7 +150,6 @@ class MazeMethod:
 
     name: Method
     answer: Answer
-    settings_key: str
     config_key: str
     two_prompt_data: bool
     forward_passes: Callable[[Mapping[str, Any]], int | str]
@@ -158,9 +157,9 @@ class MazeMethod:
 
 MAZE_METHODS: dict[Method, MazeMethod] = {
     "flexmdm": MazeMethod(
-        "flexmdm", answer_flexible, "flex", "flexmdm_config", False, lambda options: options["steps"]
+        "flexmdm", answer_flexible, "flexmdm_config", False, lambda options: options["steps"]
     ),
-    "mdm": MazeMethod("mdm", answer_on_canvas, "mdm", "mdm_config", True, lambda options: "canvas - prompt"),
+    "mdm": MazeMethod("mdm", answer_on_canvas, "mdm_config", True, lambda options: "canvas - prompt"),
 }
 
 TWO_PROMPT_SUFFIX = "_mdm"  # <split>_mdm.jsonl: every maze with and without its hints in the prompt

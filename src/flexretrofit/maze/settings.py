@@ -70,7 +70,7 @@ class EvalSettings:
     num_test_per_difficulty: int = 100
     split: str = "test"  # "validation" to choose settings without looking at the test mazes
     batch_size: int = 50
-    flex: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flexmdm: dict[str, Any] = dataclasses.field(default_factory=dict)  # sampler options per method
     mdm: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_samples_shown: int = 4
 
@@ -80,7 +80,7 @@ class QuickSettings:
     train_steps: int = 2
     num_train: int = 256
     num_test_per_difficulty: int = 3
-    flex_steps: int = 6
+    flexmdm_steps: int = 6
 
 
 @dataclasses.dataclass
@@ -93,6 +93,23 @@ class DemoSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Keys of earlier demo configs (and of the settings.json of runs made with them): the method's old spelling.
+OLD_KEYS = {"evaluation": {"flex": "flexmdm"}, "quick": {"flex_steps": "flexmdm_steps"}}
+
+
+def with_current_keys(section_name: str, section: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``section`` with its old keys (:data:`OLD_KEYS`) renamed; ValueError when a key is given both ways."""
+    renamed = dict(section)
+    for old, new in OLD_KEYS.get(section_name, {}).items():
+        if old in renamed:
+            if new in renamed:
+                raise ValueError(
+                    f"{where}{section_name}.{old} is the old name of {section_name}.{new}; keep only {new}."
+                )
+            renamed[new] = renamed.pop(old)
+    return renamed
 
 
 def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
@@ -120,6 +137,7 @@ def load_settings(path: str | os.PathLike = DEFAULT_CONFIG) -> DemoSettings:
         section = values.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{path}: section {name} must be a mapping of keys, got {section!r}.")
+        section = with_current_keys(name, section, f"{path}: ")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         extra = sorted(set(section) - set(fields))
         if extra:
@@ -152,7 +170,7 @@ _COUNTS = {
     "batch_size": 1,
     "num_samples_shown": 0,
     "train_steps": 1,
-    "flex_steps": 1,
+    "flexmdm_steps": 1,
     "hint_stride": 1,
 }
 
@@ -199,7 +217,7 @@ def _check_setting(path: Path, section: str, key: str, value: Any) -> None:
     elif key == "hint_rate" and value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValueError(f"{where} must be a number in [0, 1] (or null for plain mazes), got {value!r}.")
-    elif key in ("difficulties", "difficulty_mix", "backbone", "flex", "mdm") and value is not None:
+    elif key in ("difficulties", "difficulty_mix", "backbone", "flexmdm", "mdm") and value is not None:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a mapping, got {value!r}.")
 
