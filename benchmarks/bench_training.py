@@ -83,10 +83,8 @@ def train_tokens_per_second(
         },
     ).train()
     config = model.config
-    collator = FlexMDMCollator(
-        config.pad_token_id, config.mask_token_id, config.insertion_schedule, config.unmask_schedule, seed=0
-    )
-    objective = FlexMDMObjective(config.insertion_schedule, config.unmask_schedule)
+    collator = FlexMDMCollator.for_model(config, seed=0)
+    objective = FlexMDMObjective.for_model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = elapsed = 0.0
     widths = []

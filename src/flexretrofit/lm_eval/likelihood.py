@@ -69,7 +69,7 @@ def mdm_elbo(
     _check_pairs(pairs, int(config.max_sequence_length), "model.config.max_sequence_length")
 
     def noise(pair: TokenPair) -> dict[str, Tensor]:
-        collator = MDMCollator(config.pad_token_id, config.mask_token_id, seed=pair_seed(seed, pair[0]))
+        collator = MDMCollator.for_model(config, seed=pair_seed(seed, pair[0]))
         return collator([_sample(pair)] * mc_num, step=0)
 
     def score(batch: dict[str, Tensor]) -> Tensor:
@@ -131,13 +131,7 @@ def flexmdm_elbo(
     insertion_schedule, unmask_schedule = model.insertion_schedule, model.unmask_schedule
 
     def noise(pair: TokenPair) -> dict[str, Tensor]:
-        collator = FlexMDMCollator(
-            config.pad_token_id,
-            config.mask_token_id,
-            insertion_schedule,
-            unmask_schedule,
-            seed=pair_seed(seed, pair[0]),
-        )
+        collator = FlexMDMCollator.for_model(config, seed=pair_seed(seed, pair[0]))
         batch = collator([_sample(pair)] * mc_num, step=0)
         slots = torch.arange(batch["slot_valid"].shape[1])
         batch["slot_valid"] = batch["slot_valid"] & (slots[None] >= len(pair[0]))

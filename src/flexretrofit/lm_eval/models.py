@@ -43,6 +43,7 @@ from flexretrofit.models import (
     resolve_dtype,
 )
 from flexretrofit.sampling import build_generation_config, sampling_method
+from flexretrofit.sampling.sequences import canvas_limit
 from flexretrofit.sampling.text import truncate_at_stop, with_stop_ids
 
 logger = logging.getLogger(__name__)
@@ -314,7 +315,8 @@ class _DiffusionLM(LM):
     # ---------------------------------------------------------------- per model
     @property
     def length_limit(self) -> int:
-        raise NotImplementedError
+        """Positions the model holds: a FlexMDM's ``max_length``, a LLaDA's ``max_sequence_length``."""
+        return canvas_limit(self.model)
 
     def _fit(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
         """Drop the oldest context tokens until context + continuation fits the model."""
@@ -372,10 +374,6 @@ class FlexMDMLM(_DiffusionLM):
     method = "flexmdm"
     reserved_settings = ("row_seeds", "return_trace", "max_length")
 
-    @property
-    def length_limit(self) -> int:
-        return int(self.model.config.max_length)
-
     def _generate(self, prompts, max_gen_toks, temperature, occurrences):
         cap = self.length_limit
         room = min(max_gen_toks, cap - 1)
@@ -413,10 +411,6 @@ class LLaDAMDMLM(_DiffusionLM):
 
     checkpoint_type = "llada"
     method = "mdm"
-
-    @property
-    def length_limit(self) -> int:
-        return int(self.model.config.max_sequence_length)
 
     def _check_sampler_settings(self, settings):
         for name in ("gen_length", "block_length", "steps"):

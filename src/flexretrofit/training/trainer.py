@@ -100,9 +100,8 @@ class Trainer:
         self.logger = MetricsLogger(self.output_dir / "log.jsonl", enabled=accelerator.is_main_process)
 
         model_config = base_model(model).config
-        self.method = training_method(
-            model_config
-        )  # from the model trained: LLaDA -> mdm, FlexMDM -> flexmdm
+        # The method of the model trained: a LLaDA trains as the MDM baseline, a FlexMDM as a FlexMDM.
+        self.method = training_method(model_config)
         self.objective = self.method.objective_class.for_model(
             model_config, insertion_weighting=config.train.insertion_loss_weighting
         )
