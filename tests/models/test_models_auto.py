@@ -11,6 +11,7 @@ from flexretrofit.models.auto import (
     default_method,
     load_config,
     method_config,
+    method_model_class,
     model_class,
     needs_retrofit,
     resolve_dtype,
@@ -30,6 +31,14 @@ def test_every_model_type_has_a_class_and_a_default_method():
         assert cls.config_class.model_type == model_type
         assert AutoConfig.for_model(model_type).__class__ is cls.config_class
         assert AutoModel._model_mapping[cls.config_class] is cls
+
+
+def test_each_method_has_its_native_class():
+    assert method_model_class("flexmdm") is FlexMDMForMaskedDiffusion
+    assert method_model_class("flex") is FlexMDMForMaskedDiffusion  # the old spelling
+    assert method_model_class("mdm") is MODEL_CLASSES["llada"]
+    with pytest.raises(ValueError, match="not a method"):
+        method_model_class("ar")
 
 
 def test_an_unknown_model_type_is_one_line_naming_the_source():

@@ -26,7 +26,7 @@ from flexretrofit.evaluation.tasks.humaneval_infill import (
     INFILL_LAYOUTS,
     infill_prompt_ids,
 )
-from flexretrofit.models.auto import MODEL_CLASSES, default_method, needs_retrofit
+from flexretrofit.models.auto import default_method, method_model_class, needs_retrofit
 from flexretrofit.sampling import GenerationOutput, build_generation_config
 from flexretrofit.sampling.methods import SAMPLING_METHODS, GenerationConfig, sampling_method
 from flexretrofit.sampling.sequences import canvas_limit
@@ -112,11 +112,8 @@ class SamplerGenerator:
             ) from None
         model_type = getattr(model.config, "model_type", None)
         if needs_retrofit(model_type, self.method):
-            wanted = " or ".join(
-                cls.__name__ for name, cls in MODEL_CLASSES.items() if default_method(name) == self.method
-            )
             raise ValueError(
-                f"the {self.method} sampler needs a {wanted}, got a {type(model).__name__}; sample it with "
+                f"the {self.method} sampler needs a {method_model_class(self.method).__name__}, got a {type(model).__name__}; sample it with "
                 f"its own method ({default_method(model_type)}), or retrofit it first "
                 "(FlexMDMForMaskedDiffusion.from_llada)"
             )

@@ -28,7 +28,7 @@ from flexretrofit.data import PromptCompletionFormat
 from flexretrofit.maze.instances import MazeInstance
 from flexretrofit.maze.text import prompt_text
 from flexretrofit.methods import Method, method_name
-from flexretrofit.models.auto import MODEL_TYPE_METHODS, model_class
+from flexretrofit.models.auto import method_model_class
 from flexretrofit.sampling.mdm import generate_mdm
 from flexretrofit.sampling.methods import SAMPLING_METHODS, SamplingMethod
 
@@ -179,9 +179,7 @@ def data_suffix(method: str, hint_rate: float | None) -> str:
 def load_model(method: str, path: str | os.PathLike) -> PreTrainedModel:
     """The checkpoint at ``path`` as the method's model class (:mod:`flexretrofit.models.auto`'s table),
     in eval mode."""
-    name = method_name(method)
-    model_type = next(kind for kind, method_of in MODEL_TYPE_METHODS.items() if method_of == name)
-    return model_class(model_type, path).from_pretrained(path).eval()
+    return method_model_class(method).from_pretrained(path).eval()
 
 
 def solver(

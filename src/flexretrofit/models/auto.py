@@ -50,6 +50,12 @@ def default_method(model_type: str) -> Method:
     return MODEL_TYPE_METHODS[model_type]
 
 
+def method_model_class(method: str) -> type[PreTrainedModel]:
+    """The class whose checkpoints run ``method`` by default (``flexmdm``: the FlexMDM, ``mdm``: LLaDA)."""
+    name = method_name(method)
+    return next(MODEL_CLASSES[kind] for kind, default in MODEL_TYPE_METHODS.items() if default == name)
+
+
 def needs_retrofit(model_type: str, method: str) -> bool:
     """True when a ``model_type`` checkpoint runs as ``method`` only once retrofitted (a LLaDA as a FlexMDM)."""
     return (model_type, method_name(method)) in RETROFITS
