@@ -29,7 +29,7 @@ from flexretrofit.evaluation.tasks import TASKS, task_class
 from flexretrofit.evaluation.tasks.base import EvalConfigError, Option, int_or_none, switch
 from flexretrofit.methods import METHODS, OLD_SPELLINGS
 from flexretrofit.sampling import build_generation_config
-from flexretrofit.sampling.config import MAX_STEPS
+from flexretrofit.sampling.config import CONFIDENCE_METHODS, MAX_STEPS, REMASKING_METHODS
 from flexretrofit.sampling.methods import sampling_method
 from flexretrofit.tokenizer import stop_token_ids
 
@@ -112,7 +112,7 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "confidence",
         "top_prob",
         "which MASKs to unmask first",
-        choices=("top_prob", "prob_diff", "entropy", "position"),
+        choices=CONFIDENCE_METHODS,
         scope="flexmdm",
     ),
     switch("sliding_window", False, "rank only a left window of MASKs", scope="flexmdm"),
@@ -149,7 +149,7 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "remasking",
         "low_confidence",
         "which MASKs to unmask first",
-        choices=("low_confidence", "random"),
+        choices=REMASKING_METHODS,
         scope="mdm",
     ),
 )
