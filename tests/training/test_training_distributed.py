@@ -8,7 +8,6 @@ layouts again agree (balanced vs fixed on one process: tests/test_training_balan
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from training_runs import free_port
 
 from flexretrofit.models import FlexMDMForMaskedDiffusion, load_tokenizer
 from flexretrofit.testing import save_tiny_llada_checkpoint
@@ -28,12 +28,6 @@ ACCELERATE_CONFIG = REPO / "recipes" / "accelerate" / "zero3_cpu_2proc.yaml"
 RECIPE = REPO / "recipes" / "retrofit_llada.py"
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(root: Path, data: dict, out_dir: Path) -> Path:

@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from training_runs import make_trainer, tiny_config, train_losses
+from training_runs import free_port, make_trainer, tiny_config, train_losses
 
 from flexretrofit.data import corpus
 from flexretrofit.training import (
@@ -138,9 +137,7 @@ def test_the_8b_retrofit_streams_on_8_and_16_gpus(tiny):
 
 def launch_two_processes(config: Path, *overrides: str) -> None:
     """The retrofit recipe on 2 CPU processes with DeepSpeed ZeRO-3 (gloo)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     command += [
         str(REPO / "recipes" / "accelerate" / "zero3_cpu_2proc.yaml"),

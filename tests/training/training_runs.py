@@ -1,6 +1,7 @@
-"""Shared by the trainer tests: the tiny CPU retrofit config under a test's folders, and the trainer the
-recipe would build from it, in-process."""
+"""Shared by the trainer tests: the tiny CPU retrofit config under a test's folders, the trainer the
+recipe would build from it, in-process, and a free port for launching several processes."""
 
+import socket
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,13 @@ from flexretrofit.training import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for the main process of a multi-process launch."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_config(tiny, out_dir, **changes):
